@@ -1,0 +1,90 @@
+//! The `cohort` command line: argument parsing, dispatch, and error reporting.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands;
+
+/// cohort turns a Slurm allocation of GPU nodes into a coordinated, disaggregated LLM
+/// inference system: started by `srun` on every node, it places prefill and decode engine
+/// instances by NVLink domain and NUMA node, supervises them, serves an OpenAI-compatible
+/// frontend with KV-aware routing on rank 0, and benchmarks it in batch jobs.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cohort",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a recipe on every node of an allocation (`srun cohort launch --recipe R`)
+    Launch(commands::Pending),
+    /// Show where a recipe's engine instances would be placed, without starting anything
+    Plan(commands::Pending),
+    /// Benchmark any OpenAI-compatible endpoint
+    Bench(commands::Pending),
+    /// Run the built-in simulated engine (an OpenAI-compatible, vLLM-like server)
+    Sim(commands::Pending),
+    /// Write an sbatch script for a recipe
+    Sbatch(commands::Pending),
+    /// Show this node's topology: GPUs, NVLink domains, NUMA nodes, NICs
+    Topo(commands::Pending),
+    /// Slurm facts as cohort reads them: hostlists and this process's Slurm context
+    #[command(subcommand)]
+    Slurm(commands::slurm::SlurmCommand),
+}
+
+/// Exit status for a command that is part of the interface but not available yet.
+const EXIT_UNAVAILABLE: u8 = 2;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let name = match &cli.command {
+        Command::Launch(_) => "launch",
+        Command::Plan(_) => "plan",
+        Command::Bench(_) => "bench",
+        Command::Sim(_) => "sim",
+        Command::Sbatch(_) => "sbatch",
+        Command::Topo(_) => "topo",
+        Command::Slurm(cmd) => return report(commands::slurm::run(cmd)),
+    };
+    let _ = writeln!(
+        std::io::stderr(),
+        "error: `cohort {name}` is not available in this build of cohort {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    ExitCode::from(EXIT_UNAVAILABLE)
+}
+
+/// Prints an error and its causes the way every cohort command does:
+/// `error:` then one `caused by:` line per source.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    let Err(err) = result else {
+        return ExitCode::SUCCESS;
+    };
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "error: {err}");
+    for cause in err.chain().skip(1) {
+        let _ = writeln!(stderr, "  caused by: {cause}");
+    }
+    ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
