@@ -7,7 +7,10 @@
 //! - the zero-padding width is the length of the low bound as written:
 //!   `n[09-11]` → `n09 n10 n11`, and `n[9-011]` → `n9 n10 n11`;
 //! - several bracket groups in one item expand as a Cartesian product, the first group
-//!   outermost: `rack[1-2]-n[01-02]` → `rack1-n01 rack1-n02 rack2-n01 rack2-n02`;
+//!   outermost: `rack[1-2]-n[01-02]` → `rack1-n01 rack1-n02 rack2-n01 rack2-n02`. With
+//!   three or more groups Slurm's order is peculiar and followed exactly: the last group
+//!   varies fastest, then the first, the second, …, the last-but-one slowest
+//!   (`a[1-2]b[1-2]c[1-2]` → `a1b1c1 a1b1c2 a2b1c1 a2b1c2 a1b2c1 …`);
 //! - text after the last `]` is a suffix: `gpu-[1-2]x` → `gpu-1x gpu-2x`. Current Slurm
 //!   accepts this; Slurm 22.05 does not. cohort follows current Slurm;
 //! - duplicates are kept, in order;
@@ -34,7 +37,7 @@ fn is_separator(c: u8) -> bool {
 
 /// A hostlist expression that cannot be expanded, with the byte position of the fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid hostlist `{expr}`: {kind} at byte {position}")]
+#[error("invalid hostlist `{expr}` at byte {position}: {kind}")]
 pub struct HostlistError {
     /// The whole expression as given.
     pub expr: String,
@@ -126,7 +129,7 @@ pub fn expand(expr: &str) -> Result<Vec<String>, HostlistError> {
                 ))
             }
         }
-        push_product(&pieces, &mut String::new(), &mut names);
+        push_product(&pieces, &mut names);
     }
     Ok(names)
 }
@@ -251,31 +254,46 @@ fn parse_bound(text: &str, at: usize) -> Result<u64, (usize, HostlistErrorKind)>
     })
 }
 
-/// Appends every name of the Cartesian product of `pieces` (first group outermost).
-fn push_product(pieces: &[Piece<'_>], prefix: &mut String, out: &mut Vec<String>) {
-    let Some((first, rest)) = pieces.split_first() else {
-        out.push(prefix.clone());
-        return;
+/// Appends every name of the Cartesian product of `pieces`, in Slurm's order: the last
+/// group varies fastest, then the first, the second, … and the last-but-one slowest
+/// (Slurm peels groups off the end of the name recursively). With two groups that is
+/// simply "first group outermost".
+fn push_product(pieces: &[Piece<'_>], out: &mut Vec<String>) {
+    let groups: Vec<usize> = (0..pieces.len())
+        .filter(|&i| matches!(pieces[i], Piece::Group(_)))
+        .collect();
+    // Slowest-varying first.
+    let order: Vec<usize> = match groups.split_last() {
+        Some((&last, rest)) => rest.iter().rev().copied().chain([last]).collect(),
+        None => Vec::new(),
     };
-    let mark = prefix.len();
-    match first {
-        Piece::Text(text) => {
-            prefix.push_str(text);
-            push_product(rest, prefix, out);
-        }
-        Piece::Group(ranges) => {
-            for range in ranges {
-                for n in range.lo..=range.hi {
-                    use fmt::Write;
-                    // Writing into a String cannot fail.
-                    let _ = write!(prefix, "{n:0width$}", width = range.width);
-                    push_product(rest, prefix, out);
-                    prefix.truncate(mark);
-                }
+    let mut chosen: Vec<(u64, usize)> = vec![(0, 0); pieces.len()];
+    fill(pieces, &order, &mut chosen, out);
+}
+
+fn fill(pieces: &[Piece<'_>], order: &[usize], chosen: &mut [(u64, usize)], out: &mut Vec<String>) {
+    use fmt::Write;
+    let Some((&at, rest)) = order.split_first() else {
+        let mut name = String::new();
+        for (piece, &(n, width)) in pieces.iter().zip(chosen.iter()) {
+            match piece {
+                Piece::Text(text) => name.push_str(text),
+                // Writing into a String cannot fail.
+                Piece::Group(_) => drop(write!(name, "{n:0width$}")),
             }
         }
+        out.push(name);
+        return;
+    };
+    let Piece::Group(ranges) = &pieces[at] else {
+        return;
+    };
+    for range in ranges {
+        for n in range.lo..=range.hi {
+            chosen[at] = (n, range.width);
+            fill(pieces, rest, chosen, out);
+        }
     }
-    prefix.truncate(mark);
 }
 
 /// A name split as Slurm splits it for compression: a prefix and a trailing number.

@@ -288,98 +288,58 @@ node_states() {
 }
 
 all_idle() {
-  local states n
+  local states
   states=$(node_states)
-  n=$(printf '%s\n' "$states" | awk -v want=idle '$2 == want { c++ } END { print c + 0 }')
-  ((n == EXPECTED_NODES)) && [[ $(printf '%s\n' "$states" | grep -c .) -eq $EXPECTED_NODES ]]
+  [[ $(printf '%s\n' "$states" | awk '$2 == "idle" { c++ } END { print c + 0 }') -eq $EXPECTED_NODES ]] &&
+    [[ $(printf '%s\n' "$states" | grep -c .) -eq $EXPECTED_NODES ]]
 }
 
-cmd_up() {
-  local t0 host i node conf
-  parse_dir_opts "$@"
-  t0=$(now_ms)
-  host=$(hostname -s)
-  conf=$DIR/slurm.conf
-  if [[ -d $DIR/pids ]] && compgen -G "$DIR/pids/*.pid" >/dev/null; then
-    die "$DIR already has a running cluster (pids/*.pid); run: $0 down --dir $DIR"
-  fi
-  command -v slurmctld >/dev/null || die "slurmctld not installed; run: $0 install"
+# The controller answering on our port must be ours, not another cluster's
+# that happens to use the same port: compare its StateSaveLocation.
+controller_is_ours() {
+  SLURM_CONF=$DIR/slurm.conf scontrol show config 2>/dev/null |
+    grep -qx "StateSaveLocation *= *$DIR/state"
+}
 
-  # A fresh state save location each time: stale job/node state from an
-  # earlier run (possibly with another shape) only gets in the way.
-  rm -rf "$DIR/state" "$DIR/spool" "$DIR/run" "$DIR/tmp"
-  mkdir -p "$DIR"/{state,spool,run,tmp,log,pids}
-  if ((NODES == 0)); then
-    EXPECTED_NODES=1
-    mkdir -p "$DIR/spool/$host" "$DIR/tmp/$host"
-  else
-    EXPECTED_NODES=$NODES
-    for ((i = 1; i <= NODES; i++)); do
-      mkdir -p "$DIR/spool/node$i" "$DIR/tmp/node$i"
-    done
-  fi
-  write_conf "$host"
-
-  ensure_munge "$DIR"
-
-  # -D: stay in the foreground so $! is the daemon; -i: ignore saved state.
-  spawn slurmctld "$DIR/log/slurmctld.out" slurmctld -D -i -f "$conf"
-  if ((NODES == 0)); then
-    spawn "slurmd.$host" "$DIR/log/slurmd.$host.out" slurmd -D -f "$conf"
-  else
-    for ((i = 1; i <= NODES; i++)); do
-      node=node$i
-      # Each emulated node gets its own UTS namespace with hostname nodeX:
-      # tasks then see distinct hostnames, and OpenMPI's shared-memory
-      # segment names (which embed the hostname) do not collide between
-      # "nodes" that are really one machine. `unshare` without --fork and
-      # `exec` keep the PID the same all the way down to slurmd.
-      # shellcheck disable=SC2016 # $1/$2 are expanded by the inner sh
-      spawn "slurmd.$node" "$DIR/log/slurmd.$node.out" \
-        unshare --uts -- sh -c 'hostname "$1" && exec slurmd -D -N "$1" -f "$2"' sh "$node" "$conf"
-    done
-  fi
-
-  # Wait (bounded) until every node is idle.
-  local deadline=$(( $(now_ms) + UP_TIMEOUT_S * 1000 ))
-  until all_idle; do
-    if (( $(now_ms) > deadline )); then
-      log "nodes not idle after ${UP_TIMEOUT_S}s; sinfo:"
-      node_states >&2
-      for f in "$DIR"/log/*.log "$DIR"/log/*.out; do
-        [[ -s $f ]] || continue
-        log "---- tail $f"
-        tail -n 20 "$f" >&2
-      done
-      die "bring-up failed (cluster left running; run: $0 down --dir $DIR)"
+# Fail early, and clearly, when a port we are about to use is taken
+# (typically: another cluster with the same --port-base).
+check_ports_free() {
+  local port last=$((PORT_BASE + EXPECTED_NODES))
+  for ((port = PORT_BASE; port <= last; port++)); do
+    if [[ -n $(ss -Hltn "sport = :$port" 2>/dev/null) ]]; then
+      die "TCP port $port is already in use (another cluster? pick another --port-base)"
     fi
-    # A daemon that died will never make it; report it right away.
-    for f in "$DIR"/pids/*.pid; do
-      if ! kill -0 "$(<"$f")" 2>/dev/null; then
-        i=$(basename "$f" .pid)
-        log "$i exited during bring-up; tail of its log:"
-        tail -n 30 "$DIR/log/$i.out" "$DIR/log/$i.log" >&2 2>/dev/null || true
-        die "bring-up failed (run: $0 down --dir $DIR)"
-      fi
-    done
-    sleep 0.2
   done
-
-  printf 'SLURM_CONF=%s\n' "$conf" >"$DIR/env"
-  log "cluster up in $(( $(now_ms) - t0 )) ms: $NODE_EXPR (${EXPECTED_NODES} node(s) x $CPUS CPUs), ctld port $PORT_BASE"
-  printf 'SLURM_CONF=%s\n' "$conf"
 }
 
-cmd_down() {
-  local f pids=() pid
-  parse_dir_opts "$@"
-  if [[ -s $DIR/slurm.conf ]] && compgen -G "$DIR/pids/*.pid" >/dev/null; then
-    # Cancel jobs first so slurmd can end their steps (slurmstepd processes
-    # are not our children and have no pid file of ours).
+# Print the tail of each daemon's log to stderr: its log file, or, when that
+# is empty (it died before opening it, e.g. on a config error), the captured
+# stdout/stderr of the process.
+dump_logs() {
+  local out logf f
+  for out in "$DIR"/log/*.out; do
+    [[ -e $out ]] || continue
+    logf=${out%.out}.log
+    f=$out
+    [[ -s $logf ]] && f=$logf
+    [[ -s $f ]] || continue
+    log "---- tail -n 20 $f"
+    tail -n 20 "$f" >&2
+  done
+}
+
+# Stop what `up` started: cancel jobs, then the recorded PIDs, then munge if
+# this script started it and no other cluster of ours still uses it.
+teardown() {
+  local f pids=() pid i
+  if [[ -s $DIR/slurm.conf ]] && compgen -G "$DIR/pids/slurmctld.pid" >/dev/null &&
+    kill -0 "$(<"$DIR/pids/slurmctld.pid")" 2>/dev/null && controller_is_ours; then
+    # Cancel jobs first so slurmd can end their steps: slurmstepd processes
+    # daemonize away from slurmd and have no pid file of ours.
     if SLURM_CONF=$DIR/slurm.conf timeout 5 squeue -h -o %i 2>/dev/null | grep -q .; then
       SLURM_CONF=$DIR/slurm.conf timeout 5 scancel --quiet --user=root 2>/dev/null || true
-      for ((i = 0; i < 25; i++)); do
-        SLURM_CONF=$DIR/slurm.conf timeout 2 squeue -h -t R,CG -o %i 2>/dev/null | grep -q . || break
+      for ((i = 0; i < 50; i++)); do
+        SLURM_CONF=$DIR/slurm.conf timeout 2 squeue -h -t R,CG,S -o %i 2>/dev/null | grep -q . || break
         sleep 0.2
       done
     fi
@@ -394,7 +354,95 @@ cmd_down() {
     rm -f "$DIR"/pids/*.pid
   fi
   release_munge "$DIR"
-  log "down: stopped ${#pids[@]} process(es) from $DIR"
+  STOPPED=${#pids[@]}
+}
+
+up_failed() {
+  log "$1"
+  dump_logs
+  teardown
+  die "bring-up failed; stopped what was started (logs kept in $DIR/log)"
+}
+
+cmd_up() {
+  local t0 host i node conf f deadline
+  parse_dir_opts "$@"
+  t0=$(now_ms)
+  host=$(hostname -s)
+  conf=$DIR/slurm.conf
+  if compgen -G "$DIR/pids/*.pid" >/dev/null; then
+    die "$DIR already has a running cluster (pids/*.pid); run: $0 down --dir $DIR"
+  fi
+  command -v slurmctld >/dev/null || die "slurmctld not installed; run: $0 install"
+  EXPECTED_NODES=$((NODES == 0 ? 1 : NODES))
+  check_ports_free
+
+  # A fresh state save location each time: stale job/node state from an
+  # earlier run (possibly with another shape) only gets in the way.
+  rm -rf "$DIR/state" "$DIR/spool" "$DIR/run" "$DIR/tmp" "$DIR/log" "$DIR/env"
+  mkdir -p "$DIR"/{state,spool,run,tmp,log,pids}
+  if ((NODES == 0)); then
+    mkdir -p "$DIR/spool/$host" "$DIR/tmp/$host"
+  else
+    for ((i = 1; i <= NODES; i++)); do
+      mkdir -p "$DIR/spool/node$i" "$DIR/tmp/node$i"
+    done
+  fi
+  write_conf "$host"
+  if ((NODES > 0)); then
+    { cat /etc/hosts; echo "127.0.0.1 $(seq -f 'node%g' -s ' ' 1 "$NODES")"; } >"$DIR/hosts"
+  fi
+
+  ensure_munge "$DIR"
+
+  # -D: stay in the foreground so $! is the daemon; -i: ignore saved state.
+  spawn slurmctld "$DIR/log/slurmctld.out" slurmctld -D -i -f "$conf"
+  if ((NODES == 0)); then
+    spawn "slurmd.$host" "$DIR/log/slurmd.$host.out" slurmd -D -f "$conf"
+  else
+    for ((i = 1; i <= NODES; i++)); do
+      node=node$i
+      # Each emulated node gets its own UTS namespace with hostname nodeX:
+      # tasks then see distinct hostnames, and OpenMPI's shared-memory
+      # segment names (which embed the hostname) do not collide between
+      # "nodes" that are really one machine. A private mount namespace lets
+      # us bind DIR/hosts over /etc/hosts there, so node1..nodeN resolve
+      # (to 127.0.0.1) inside the job without editing the real /etc/hosts.
+      # `unshare` without --fork and `exec` keep the PID the same all the
+      # way down to slurmd.
+      # shellcheck disable=SC2016 # $1..$3 are expanded by the inner sh
+      spawn "slurmd.$node" "$DIR/log/slurmd.$node.out" \
+        unshare --uts --mount -- sh -c \
+        'mount --bind "$3" /etc/hosts && hostname "$1" && exec slurmd -D -N "$1" -f "$2"' \
+        sh "$node" "$conf" "$DIR/hosts"
+    done
+  fi
+
+  # Wait (bounded) until every node is idle, polling every 0.2 s.
+  deadline=$(($(now_ms) + UP_TIMEOUT_S * 1000))
+  while :; do
+    # A daemon that died will never make it; report it right away.
+    for f in "$DIR"/pids/*.pid; do
+      kill -0 "$(<"$f")" 2>/dev/null || up_failed "$(basename "$f" .pid) exited during bring-up"
+    done
+    all_idle && break
+    if (($(now_ms) > deadline)); then
+      node_states >&2
+      up_failed "nodes not all idle after ${UP_TIMEOUT_S}s (sinfo above)"
+    fi
+    sleep 0.2
+  done
+  controller_is_ours || up_failed "the controller on port $PORT_BASE is not this cluster's"
+
+  printf 'SLURM_CONF=%s\n' "$conf" >"$DIR/env"
+  log "cluster up in $(($(now_ms) - t0)) ms: $NODE_EXPR (${EXPECTED_NODES} node(s) x $CPUS CPUs), ctld port $PORT_BASE"
+  printf 'SLURM_CONF=%s\n' "$conf"
+}
+
+cmd_down() {
+  parse_dir_opts "$@"
+  teardown
+  log "down: stopped $STOPPED process(es) from $DIR"
 }
 
 cmd_status() {

@@ -193,3 +193,13 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn three_groups_follow_slurms_order() {
+    // What `scontrol show hostnames` prints: the last group fastest, then the first, and
+    // the middle group slowest.
+    assert_eq!(
+        names("a[1-2]b[1-2]c[1-2]"),
+        ["a1b1c1", "a1b1c2", "a2b1c1", "a2b1c2", "a1b2c1", "a1b2c2", "a2b2c1", "a2b2c2"]
+    );
+}
