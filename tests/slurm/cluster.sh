@@ -33,10 +33,14 @@ commands:
                                `SLURM_CONF=DIR/slurm.conf` (also written to DIR/env).
                                --nodes 0 (default): one slurmd for `hostname -s`.
                                --nodes N>=1: emulated node[1-N], each slurmd in its
-                               own UTS namespace (hostname nodeX), all on 127.0.0.1.
+                               own UTS namespace (hostname nodeX) and mount
+                               namespace (DIR/hosts over /etc/hosts, so nodeX
+                               resolves to 127.0.0.1), all on 127.0.0.1.
                                --port-base P (default 16817): SlurmctldPort=P,
                                slurmd ports P+1..P+max(N,1).
                                --cpus C (default 4): CPUs advertised per node.
+                               On failure: prints the log tails, stops what it
+                               started, exits 1.
   down --dir DIR               stop exactly the processes `up` recorded in DIR/pids
                                (TERM, then KILL after ~5 s). Idempotent.
   status --dir DIR             sinfo for the cluster in DIR.
@@ -45,9 +49,14 @@ commands:
                                daemon; print `SLURM_CONF=DIR/slurm.conf`.
   -h, --help                   this text.
 
-typical test use:
-  eval "$(tests/slurm/cluster.sh up --dir /tmp/c1)"   # exports nothing; sets SLURM_CONF
-  export SLURM_CONF; sbatch ...; tests/slurm/cluster.sh down --dir /tmp/c1
+typical test use (daemons keep no fd on our stdout, so $(...) returns):
+  export "$(tests/slurm/cluster.sh up --dir /tmp/c1)"     # SLURM_CONF=...
+  sbatch ...; scontrol show job ID ...
+  tests/slurm/cluster.sh down --dir /tmp/c1
+
+notes: runs as root; no accounting (sacct does not work); sbatch'd jobs are
+scheduled on slurmctld's 1 s background tick, so expect ~0.4-2 s from sbatch
+to COMPLETED for a trivial job.
 EOF
 }
 

@@ -201,3 +201,53 @@ fn malformed_values_name_the_variable() {
         ContextError::Missing { .. }
     ));
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    const VARS: &[&str] = &[
+        "SLURM_JOB_ID",
+        "SLURM_JOB_NODELIST",
+        "SLURM_JOB_NUM_NODES",
+        "SLURM_NTASKS",
+        "SLURM_TASKS_PER_NODE",
+        "SLURM_STEP_ID",
+        "SLURM_STEP_NODELIST",
+        "SLURM_STEP_NUM_TASKS",
+        "SLURM_STEP_TASKS_PER_NODE",
+        "SLURM_PROCID",
+        "SLURM_NODEID",
+        "SLURM_LOCALID",
+        "SLURM_TASK_PID",
+        "SLURM_DISTRIBUTION",
+        "SLURM_JOB_NODELIST_HET_GROUP_1",
+    ];
+
+    proptest! {
+        #[test]
+        fn any_environment_parses_or_errs(
+            values in prop::collection::vec(
+                prop::option::of(prop_oneof![
+                    "[0-9]{1,3}",
+                    "n\\[[0-9]{1,2}-[0-9]{1,2}\\]",
+                    "[0-9]\\(x[0-9]\\)",
+                    ".{0,8}",
+                ]),
+                VARS.len(),
+            )
+        ) {
+            let env: Vec<(&str, String)> = VARS
+                .iter()
+                .zip(values)
+                .filter_map(|(k, v)| v.map(|v| (*k, v)))
+                .collect();
+            if let Ok(c) = SlurmContext::from_env(env) {
+                if let (Some(task), Some(step)) = (&c.task, &c.step) {
+                    prop_assert!(task.rank < step.num_tasks);
+                    prop_assert!(task.node_index < step.nodes.len());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The command line: help, the `slurm` subcommands, and commands not yet available.
+
+use crate::fixtures::{cohort, stderr, stdout};
+
+#[test]
+fn help_lists_every_command() {
+    let out = cohort().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = stdout(&out);
+    for command in ["launch", "plan", "bench", "sim", "sbatch", "topo", "slurm"] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(command)),
+            "{command}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn hostnames_prints_one_name_per_line() {
+    let out = cohort()
+        .args(["slurm", "hostnames", "rack[1-2]-n[001-003,010]"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(names.len(), 8);
+    assert_eq!(names[0], "rack1-n001");
+    assert_eq!(names[7], "rack2-n010");
+}
+
+#[test]
+fn hostnames_rejects_a_backwards_range_with_its_position() {
+    let out = cohort()
+        .args(["slurm", "hostnames", "n[10-8]"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: invalid hostlist `n[10-8]` at byte 2"),
+        "{err}"
+    );
+    assert!(err.contains("`10-8`"), "{err}");
+    assert!(stdout(&out).is_empty(), "nothing on stdout on error");
+}
+
+#[test]
+fn hostlist_compresses_names_and_lists() {
+    let out = cohort()
+        .args(["slurm", "hostlist", "n1", "n2", "n3", "n5", "m1", "n010"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "n[1-3,5],m1,n010\n");
+    let out = cohort()
+        .args(["slurm", "hostlist", "n[1-2],n3"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "n[1-3]\n");
+}
+
+#[test]
+fn env_outside_slurm() {
+    let out = cohort()
+        .args(["slurm", "env", "--json"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ctx: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(ctx["kind"], "outside");
+    let table = cohort()
+        .args(["slurm", "env"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(stdout(&table).contains("outside Slurm"));
+}
+
+#[test]
+fn env_reports_a_malformed_variable_by_name() {
+    let out = cohort()
+        .args(["slurm", "env"])
+        .env_clear()
+        .env("SLURM_JOB_ID", "5")
+        .env("SLURM_JOB_NODELIST", "n[1-2")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("SLURM_JOB_NODELIST") && err.contains("caused by:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unavailable_commands_exit_2_with_one_line() {
+    for command in ["launch", "plan", "bench", "sim", "sbatch", "topo"] {
+        let out = cohort().arg(command).arg("--anything").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        assert_eq!(stderr(&out).lines().count(), 1, "{command}");
+        assert!(stderr(&out).contains(&format!("cohort {command}")));
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of the `cohort` binary: its command line, and real `sbatch` jobs on
+//! a local Slurm cluster brought up by `tests/slurm/cluster.sh`.
+
+// Tests report the Slurm job ids they ran, and why they skip, on stderr.
+#![allow(clippy::print_stderr)]
+
+mod cli;
+mod fixtures;
+mod slurm_jobs;

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs cohort's whole test suite on a fresh Debian 12 machine with Rust installed:
+# installs what the tests need (Slurm, munge, OpenMPI — Debian packages, via apt), then
+# checks formatting and lints, and runs every test, including real `sbatch` jobs on local
+# Slurm clusters that the tests bring up and tear down themselves.
+#
+# Needs root (apt, and slurmd runs as root), or passwordless sudo for the install step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+started=$(date +%s)
+step() { printf '\n== %s (%ds)\n' "$*" $(( $(date +%s) - started )) >&2; }
+
+step "installing test dependencies"
+if [[ $(id -u) -eq 0 ]]; then
+  tests/slurm/cluster.sh install
+else
+  sudo tests/slurm/cluster.sh install
+fi
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy -j2 --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test -j2 --workspace --locked
+
+step "all tests passed"
