@@ -6,39 +6,39 @@ use std::time::{Duration, Instant};
 
 /// Set to skip the tests that need a local Slurm cluster (the README's test command
 /// installs Slurm and never sets it).
-pub const SKIP_VAR: &str = "COHORT_SKIP_SLURM_TESTS";
+pub(crate) const SKIP_VAR: &str = "COHORT_SKIP_SLURM_TESTS";
 
-pub fn cohort() -> Command {
+pub(crate) fn cohort() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cohort"))
 }
 
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
         .to_path_buf()
 }
 
-pub fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-pub fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A directory removed when dropped.
-pub struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    pub fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("cohort-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create temp dir");
         Self(dir)
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -50,7 +50,7 @@ impl Drop for TempDir {
 }
 
 /// A running local Slurm cluster; `down` stops exactly the daemons `up` started.
-pub struct Cluster {
+pub(crate) struct Cluster {
     dir: TempDir,
     conf: PathBuf,
 }
@@ -62,7 +62,7 @@ fn script() -> PathBuf {
 impl Cluster {
     /// Brings up a cluster: `nodes == 0` is one node named after this host, otherwise
     /// `node[1-N]` emulated nodes. Returns `None` when told to skip.
-    pub fn up(tag: &str, nodes: u32, port_base: u16) -> Option<Self> {
+    pub(crate) fn up(tag: &str, nodes: u32, port_base: u16) -> Option<Self> {
         if std::env::var_os(SKIP_VAR).is_some() {
             eprintln!("SKIPPED: {SKIP_VAR} is set");
             return None;
@@ -95,19 +95,19 @@ impl Cluster {
         Some(cluster)
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
     }
 
     /// A Slurm client command (`sbatch`, `scontrol`, …) aimed at this cluster.
-    pub fn command(&self, program: &str) -> Command {
+    pub(crate) fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
         cmd.env("SLURM_CONF", &self.conf);
         cmd
     }
 
     /// Submits a batch script and returns the job id.
-    pub fn sbatch(&self, script: &str) -> u64 {
+    pub(crate) fn sbatch(&self, script: &str) -> u64 {
         let path = self.dir().join("job.sbatch");
         std::fs::write(&path, script).expect("write job script");
         let out = self
@@ -127,7 +127,7 @@ impl Cluster {
 
     /// Polls `scontrol show job` until the job ends (not `sbatch --wait`, which is slow)
     /// and returns its final state. Gives up after `limit`, cancelling the job.
-    pub fn wait(&self, job: u64, limit: Duration) -> String {
+    pub(crate) fn wait(&self, job: u64, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
         loop {
             let out = self
@@ -159,7 +159,7 @@ impl Cluster {
         }
     }
 
-    pub fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let log = self.dir().join("log/slurmctld.log");
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
