@@ -25,6 +25,7 @@ step "cargo clippy"
 cargo clippy -j2 --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
-cargo test -j2 --workspace --locked
+# --show-output: the Slurm tests report the clusters they started and the job ids they ran.
+cargo test -j2 --workspace --locked -- --show-output
 
 step "all tests passed"

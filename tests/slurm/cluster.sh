@@ -9,7 +9,8 @@
 # See `cluster.sh --help` for usage.
 set -euo pipefail
 
-readonly PACKAGES=(munge slurmctld slurmd slurm-client openmpi-bin libopenmpi-dev libpmix-dev)
+# iproute2 provides `ss`, used to refuse ports another cluster already listens on.
+readonly PACKAGES=(munge slurmctld slurmd slurm-client openmpi-bin libopenmpi-dev libpmix-dev iproute2)
 readonly DEFAULT_PORT_BASE=16817
 readonly DEFAULT_CPUS=4
 readonly UP_TIMEOUT_S=30
@@ -112,9 +113,27 @@ cmd_install() {
 
 munge_works() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
 
+# munged is one per machine while clusters come and go concurrently (the tests bring
+# several up in parallel): every decision to start or stop it is made under this lock,
+# or two `up`s race to start it and the loser's munged fails to bind its socket.
+# The lock's descriptor must not leak into munged, which would hold it forever.
+MUNGE_LOCK_FD=
+with_munge_lock() {
+  local rc=0
+  mkdir -p "$MUNGE_STATE/users"
+  exec {MUNGE_LOCK_FD}>"$MUNGE_STATE/lock"
+  flock -w 30 "$MUNGE_LOCK_FD" || die "timed out waiting for $MUNGE_STATE/lock"
+  "$@" || rc=$?
+  exec {MUNGE_LOCK_FD}>&-
+  return "$rc"
+}
+
+ensure_munge() { with_munge_lock ensure_munge_locked "$@"; }
+release_munge() { with_munge_lock release_munge_locked "$@"; }
+
 # Start munged if it is not answering; remember that we did (machine-wide),
 # and register DIR as a user so `down` knows when the last user is gone.
-ensure_munge() {
+ensure_munge_locked() {
   local dir=$1 i
   mkdir -p "$MUNGE_STATE/users"
   # The registry entry is the cluster dir with '/' mapped to '%'.
@@ -127,7 +146,7 @@ ensure_munge() {
   install -d -o munge -g munge -m 0755 "$MUNGE_SOCKET_DIR"
   log "starting munged"
   # munged daemonizes itself and writes its pid file under /run/munge.
-  runuser -u munge -- /usr/sbin/munged
+  runuser -u munge -- /usr/sbin/munged {MUNGE_LOCK_FD}>&-
   for ((i = 0; i < 50; i++)); do
     munge_works && break
     sleep 0.1
@@ -140,7 +159,7 @@ ensure_munge() {
   fi
 }
 
-release_munge() {
+release_munge_locked() {
   local dir=$1 pid
   rm -f "$MUNGE_STATE/users/${dir//\//%}"
   [[ -s $MUNGE_STATE/munged.pid ]] || return 0
