@@ -1,0 +1,7 @@
+//! cohort-kv integration tests: one binary (STYLE.md).
+
+mod decode_fuzz;
+mod frames;
+mod indexer_props;
+mod sglang;
+mod support;
