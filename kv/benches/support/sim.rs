@@ -14,7 +14,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 pub(crate) const TRACE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/traces/mooncake_synthetic.jsonl"
+    "/../tests/data/traces/mooncake_synthetic.jsonl"
 );
 
 /// The trace's requests as lists of 512-token block ids.

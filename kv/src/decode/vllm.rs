@@ -1,6 +1,6 @@
 //! vLLM's KV events (`vllm/distributed/kv_events.py`).
 //!
-//! Checked against real frames captured from vLLM 0.32.0 (`shared/data/vllm_kv_events`):
+//! Checked against real frames captured from vLLM 0.32.0 (`tests/data/vllm_kv_events`):
 //! events are tagged maps; `BlockStored` carries `block_hashes`, `parent_block_hash`,
 //! `token_ids`, `block_size`, `lora_id`, `medium`, `lora_name`, and non-default extras
 //! (`extra_keys`, `group_idx`, `kv_cache_spec_kind`). Versions before the map encoding

@@ -12,7 +12,7 @@ use crate::support::{captured_frames, event_json};
 #[test]
 fn every_captured_frame_reproduces_expected_jsonl() {
     let frames = captured_frames();
-    assert_eq!(frames.len(), 17, "frames in shared/data/vllm_kv_events");
+    assert_eq!(frames.len(), 17, "frames in tests/data/vllm_kv_events");
     for (file, parts, want) in frames {
         let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
         let frame = decode_message(&parts, Dialect::Vllm).unwrap_or_else(|e| panic!("{file}: {e}"));

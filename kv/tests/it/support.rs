@@ -5,10 +5,10 @@ use cohort_kv::msgpack::Value;
 use cohort_kv::EngineEvent;
 use serde_json::{json, Map, Value as Json};
 
-pub(crate) const FRAMES_DIR: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/vllm_kv_events"
-);
+/// Real frames captured from vLLM 0.32 (a copy of the project's shared capture, kept in
+/// the repository so the tests need nothing outside it; see its README).
+pub(crate) const FRAMES_DIR: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/vllm_kv_events");
 
 /// Parts of a captured multipart message: u32 LE count, then (u32 LE length, bytes)*.
 pub(crate) fn read_frame_file(bytes: &[u8]) -> Vec<Vec<u8>> {
