@@ -28,7 +28,7 @@ enum Command {
     /// Run a recipe on every node of an allocation (`srun cohort launch --recipe R`)
     Launch(commands::Pending),
     /// Show where a recipe's engine instances would be placed, without starting anything
-    Plan(commands::Pending),
+    Plan(commands::plan::PlanArgs),
     /// Benchmark any OpenAI-compatible endpoint
     Bench(commands::Pending),
     /// Run the built-in simulated engine (an OpenAI-compatible, vLLM-like server)
@@ -36,7 +36,10 @@ enum Command {
     /// Write an sbatch script for a recipe
     Sbatch(commands::Pending),
     /// Show this node's topology: GPUs, NVLink domains, NUMA nodes, NICs
-    Topo(commands::Pending),
+    Topo(commands::topo::TopoArgs),
+    /// Recipes: check one strictly
+    #[command(subcommand)]
+    Recipe(commands::recipe::RecipeCommand),
     /// Slurm facts as cohort reads them: hostlists and this process's Slurm context
     #[command(subcommand)]
     Slurm(commands::slurm::SlurmCommand),
@@ -49,11 +52,12 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let name = match &cli.command {
         Command::Launch(_) => "launch",
-        Command::Plan(_) => "plan",
+        Command::Plan(args) => return report(commands::plan::run(args)),
         Command::Bench(_) => "bench",
         Command::Sim(_) => "sim",
         Command::Sbatch(_) => "sbatch",
-        Command::Topo(_) => "topo",
+        Command::Topo(args) => return report(commands::topo::run(args)),
+        Command::Recipe(cmd) => return report(commands::recipe::run(cmd)),
         Command::Slurm(cmd) => return report(commands::slurm::run(cmd)),
     };
     let _ = writeln!(

@@ -9,3 +9,5 @@
 
 pub mod cli;
 mod commands;
+pub mod plan;
+pub mod recipe;

@@ -4,3 +4,5 @@
 //!
 //! It does not plan placements, route requests or run benchmarks: those belong to
 //! `cohort` (the launcher), `cohort-router` and `cohort-bench`.
+
+pub mod topology;

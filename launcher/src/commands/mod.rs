@@ -1,6 +1,9 @@
 //! One module per `cohort` subcommand.
 
+pub(crate) mod plan;
+pub(crate) mod recipe;
 pub(crate) mod slurm;
+pub(crate) mod topo;
 
 /// Arguments of a subcommand this build does not provide yet: anything is accepted, so
 /// that the command can say so plainly instead of failing on an unknown flag.

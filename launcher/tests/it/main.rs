@@ -6,4 +6,7 @@
 
 mod cli;
 mod fixtures;
+mod plan;
+mod recipe;
 mod slurm_jobs;
+mod topo;

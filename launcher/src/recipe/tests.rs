@@ -1,0 +1,166 @@
+use super::*;
+
+const GOOD: &str = r#"
+name = "r1-disagg"
+
+[model]
+name = "deepseek-ai/DeepSeek-R1"
+params_b = 671.0
+active_params_b = 37.0
+dtype = "fp8"
+
+[engine]
+kind = "sglang"
+
+[deploy]
+mode = "disaggregated"
+
+[deploy.prefill]
+gpus = 4
+count = 8
+
+[deploy.decode]
+gpus = 8
+tp = 8
+dp = 8
+ep = 8
+count = 4
+"#;
+
+fn err(text: &str) -> String {
+    parse("r.toml", text).unwrap_err().to_string()
+}
+
+#[test]
+fn a_good_recipe_parses_with_defaults() {
+    let r = parse("r.toml", GOOD).unwrap();
+    assert_eq!(r.deploy.base_port, 30_000);
+    assert_eq!(r.deploy.frontend.port, 8000);
+    assert_eq!(r.deploy.prefill.as_ref().unwrap().tp(), 4);
+    assert_eq!(r.model.dtype, Dtype::Fp8);
+}
+
+#[test]
+fn misspelt_table_key_suggests() {
+    let text = GOOD.replace("[deploy.decode]", "[deploy.decdoe]");
+    let e = err(&text);
+    assert!(
+        e.starts_with("r.toml:20:9: unknown key `decdoe` in `[deploy]`; did you mean \"decode\"?"),
+        "{e}"
+    );
+}
+
+#[test]
+fn misspelt_key_names_value_and_suggests() {
+    let text = GOOD.replace("count = 8", "cuont = 8");
+    let e = err(&text);
+    assert_eq!(
+        e,
+        "r.toml:18:1: unknown key `cuont` in `[deploy.prefill]` (value `8`); did you mean \"count\"?"
+    );
+}
+
+#[test]
+fn misspelt_variant_suggests() {
+    let e = err(&GOOD.replace("\"sglang\"", "\"sglan\""));
+    assert!(
+        e.starts_with("r.toml:11:8: `engine.kind` cannot be \"sglan\"; did you mean \"sglang\"?"),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_type_names_key_and_value() {
+    let e = err(&GOOD.replace("gpus = 4", "gpus = \"four\""));
+    assert!(
+        e.starts_with("r.toml:17:8: `deploy.prefill.gpus` has the wrong type"),
+        "{e}"
+    );
+    assert!(e.contains("given `\"four\"`"), "{e}");
+}
+
+#[test]
+fn impossible_values_are_located() {
+    let e = err(&GOOD.replace("tp = 8", "tp = 3"));
+    assert_eq!(
+        e,
+        "r.toml:22:1: `deploy.decode.tp` must divide `deploy.decode.gpus` (8); given 3"
+    );
+    let e = err(&GOOD.replace("count = 4", "per_domain = 1"));
+    assert!(e.contains("both use `count` or both `per_domain`"), "{e}");
+    let e = err(&GOOD.replace("mode = \"disaggregated\"", "mode = \"aggregated\""));
+    assert!(e.contains("does not apply"), "{e}");
+    let e = err(&GOOD.replace("active_params_b = 37.0", "active_params_b = 700.0"));
+    assert!(e.starts_with("r.toml:7:1: `model.active_params_b`"), "{e}");
+}
+
+#[test]
+fn reserved_tables_take_no_keys() {
+    let ok = format!("{GOOD}\n[bench]\n\n[slurm]\n");
+    assert!(parse("r.toml", &ok).is_ok());
+    let e = err(&format!("{GOOD}\n[slurm]\npartition = \"gpu\"\n"));
+    assert!(
+        e.contains("unknown key `partition` in `[slurm]`") && e.contains("takes no keys yet"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_key_is_named() {
+    let e = err(&GOOD.replace("kind = \"sglang\"", ""));
+    assert!(e.contains("`[engine]` needs the key `kind`"), "{e}");
+}
+
+#[test]
+fn syntax_errors_keep_their_position() {
+    let e = err("name = \n");
+    assert!(e.starts_with("r.toml:1:"), "{e}");
+}
+
+#[test]
+fn hf_config_fills_missing_fields() {
+    let dir = std::env::temp_dir().join(format!("cohort-recipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"num_hidden_layers": 61, "num_key_value_heads": 128, "hidden_size": 7168, "num_attention_heads": 128}"#,
+    )
+    .unwrap();
+    let text = GOOD.replace(
+        "dtype = \"fp8\"",
+        "dtype = \"fp8\"\nconfig = \"config.json\"\nlayers = 60",
+    );
+    std::fs::write(dir.join("r.toml"), &text).unwrap();
+    let r = load(&dir.join("r.toml")).unwrap();
+    assert_eq!(r.model.layers, Some(60), "the recipe wins");
+    assert_eq!(r.model.kv_heads, Some(128));
+    assert_eq!(r.model.head_dim, Some(56));
+    std::fs::remove_file(dir.join("config.json")).unwrap();
+    let e = load(&dir.join("r.toml")).unwrap_err();
+    assert!(e.to_string().contains("cannot read `model.config`"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+proptest::proptest! {
+    /// Arbitrary text never panics the parser, and every error names the file.
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
+        if let Err(e) = parse("f.toml", &text) {
+            proptest::prop_assert!(e.to_string().starts_with("f.toml"));
+        }
+    }
+
+    /// Mutations of a good recipe (a byte dropped, a line duplicated) never panic.
+    #[test]
+    fn mutated_recipes_never_panic(cut in 0usize..GOOD.len(), dup in 0usize..30) {
+        let mut t = GOOD.to_owned();
+        if t.is_char_boundary(cut) {
+            t.remove(cut);
+        }
+        let lines: Vec<&str> = GOOD.lines().collect();
+        let extra = lines[dup % lines.len()];
+        let t2 = format!("{GOOD}\n{extra}\n");
+        let _ = parse("f.toml", &t);
+        let _ = parse("f.toml", &t2);
+    }
+}

@@ -1,0 +1,3 @@
+//! Tests of `cohort-rank` against data captured on real hardware.
+
+mod captured;
