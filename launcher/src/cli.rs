@@ -74,6 +74,16 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     let Err(err) = result else {
         return ExitCode::SUCCESS;
     };
+    // `cohort plan | head` closes our stdout early: that is the reader's choice, not an
+    // error worth reporting (and the conventional exit status is the one for SIGPIPE).
+    let broken_pipe = err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe {
+        return ExitCode::from(141);
+    }
     let mut stderr = std::io::stderr().lock();
     let _ = writeln!(stderr, "error: {err}");
     for cause in err.chain().skip(1) {

@@ -102,3 +102,25 @@ fn unavailable_commands_exit_2_with_one_line() {
         assert!(stderr(&out).contains(&format!("cohort {command}")));
     }
 }
+
+#[test]
+fn a_closed_stdout_is_not_reported_as_an_error() {
+    use std::io::Read as _;
+    use std::process::Stdio;
+    let mut child = cohort()
+        .args(["slurm", "hostnames", "n[1-60000]"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 3];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap(); // then drop: close the pipe
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(&first, b"n1\n");
+    assert_eq!(
+        stderr(&out),
+        "",
+        "no error message for a reader that stopped early"
+    );
+    assert_eq!(out.status.code(), Some(141));
+}
