@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs cohort's whole test suite on a fresh Debian 12 machine with Rust installed:
-# installs what the tests need (Slurm, munge, OpenMPI — Debian packages, via apt), then
+# installs what the tests need (Slurm, munge, OpenMPI — Debian packages, via apt — and the
+# OpenAI Python client, via pip), then
 # checks formatting and lints, and runs every test, including real `sbatch` jobs on local
 # Slurm clusters that the tests bring up and tear down themselves.
 #
@@ -17,6 +18,10 @@ if [[ $(id -u) -eq 0 ]]; then
 else
   sudo tests/slurm/cluster.sh install
 fi
+
+step "installing Python test clients"
+# The official OpenAI client talks to `cohort sim` in the simulator's tests.
+python3 -m pip install --quiet --disable-pip-version-check openai==1.109.1
 
 step "cargo fmt --check"
 cargo fmt --all --check

@@ -32,7 +32,7 @@ enum Command {
     /// Benchmark any OpenAI-compatible endpoint
     Bench(commands::Pending),
     /// Run the built-in simulated engine (an OpenAI-compatible, vLLM-like server)
-    Sim(commands::Pending),
+    Sim(Box<cohort_rank::sim::SimArgs>),
     /// Write an sbatch script for a recipe
     Sbatch(commands::Pending),
     /// Show this node's topology: GPUs, NVLink domains, NUMA nodes, NICs
@@ -50,15 +50,17 @@ const EXIT_UNAVAILABLE: u8 = 2;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let name = match &cli.command {
+    let name = match cli.command {
         Command::Launch(_) => "launch",
-        Command::Plan(args) => return report(commands::plan::run(args)),
+        Command::Plan(args) => return report(commands::plan::run(&args)),
         Command::Bench(_) => "bench",
-        Command::Sim(_) => "sim",
+        Command::Sim(args) => {
+            return report(cohort_rank::sim::run_blocking(*args).map_err(anyhow::Error::from))
+        }
         Command::Sbatch(_) => "sbatch",
-        Command::Topo(args) => return report(commands::topo::run(args)),
-        Command::Recipe(cmd) => return report(commands::recipe::run(cmd)),
-        Command::Slurm(cmd) => return report(commands::slurm::run(cmd)),
+        Command::Topo(args) => return report(commands::topo::run(&args)),
+        Command::Recipe(cmd) => return report(commands::recipe::run(&cmd)),
+        Command::Slurm(cmd) => return report(commands::slurm::run(&cmd)),
     };
     let _ = writeln!(
         std::io::stderr(),

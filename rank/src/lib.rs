@@ -6,3 +6,5 @@
 //! `cohort` (the launcher), `cohort-router` and `cohort-bench`.
 
 pub mod topology;
+
+pub mod sim;

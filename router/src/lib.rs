@@ -4,3 +4,5 @@
 //!
 //! It sees workers as URLs with a role, a load and a KV index; it knows nothing of Slurm
 //! or of how engine processes are started.
+
+pub mod openai;

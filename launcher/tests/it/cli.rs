@@ -95,7 +95,7 @@ fn env_reports_a_malformed_variable_by_name() {
 
 #[test]
 fn unavailable_commands_exit_2_with_one_line() {
-    for command in ["launch", "bench", "sim", "sbatch"] {
+    for command in ["launch", "bench", "sbatch"] {
         let out = cohort().arg(command).arg("--anything").output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{command}");
         assert_eq!(stderr(&out).lines().count(), 1, "{command}");
@@ -123,4 +123,46 @@ fn a_closed_stdout_is_not_reported_as_an_error() {
         "no error message for a reader that stopped early"
     );
     assert_eq!(out.status.code(), Some(141));
+}
+
+#[test]
+fn sim_serves_until_terminated() {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    use std::net::TcpStream;
+    use std::process::Stdio;
+    let mut child = cohort()
+        .args(["sim", "--port", "0", "--speedup", "inf"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A startup line names the address it listens on (`--port 0`: the OS chose it).
+    let mut stderr_lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = stderr_lines
+        .by_ref()
+        .take(10)
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let at = line.find("http://")?;
+            Some(
+                line[at + "http://".len()..]
+                    .split_whitespace()
+                    .next()?
+                    .to_owned(),
+            )
+        })
+        .expect("a startup line with the listening address");
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM ends the sim cleanly: {status:?}");
 }

@@ -1,3 +1,4 @@
 //! Tests of `cohort-rank` against data captured on real hardware.
 
 mod captured;
+mod sim;
