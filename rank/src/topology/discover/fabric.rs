@@ -1,134 +1,289 @@
-//! Multi-node NVLink fabric membership (`clusterUuid`, `cliqueId`) from
-//! `nvidia-smi -q`.
+//! Multi-node NVLink fabric membership (`clusterUuid`, `cliqueId`) from NVML's
+//! `nvmlDeviceGetGpuFabricInfoV`: the fields NCCL itself reads to tell which GPUs share
+//! an NVLink domain across nodes.
 //!
-//! NVML's `nvmlDeviceGetGpuFabricInfo` is not wrapped by `nvml-wrapper`, and calling it
-//! directly needs `unsafe`; `nvidia-smi -q` prints the same fields per GPU. It is only
-//! run where NVML loaded, and its absence just means "no fabric".
+//! `nvml-wrapper` 0.11 does not wrap that call, so [`read`] goes through the raw
+//! bindings of `nvml-wrapper-sys` (the crate `nvml-wrapper` is built on); it is the only
+//! `unsafe` code in this crate.
+//!
+//! There is no `nvidia-smi -q` fallback for drivers whose NVML lacks the symbols:
+//! `nvidia-smi` prints its `Fabric` section from this same call of the same driver's
+//! library, so where the symbols are missing it has nothing to add.
 
-use std::collections::BTreeMap;
+use std::ffi::OsStr;
 
-use super::nvml::normalise_bus_id;
-
-/// The program run, found on `PATH`.
-pub const NVIDIA_SMI: &str = "nvidia-smi";
+use nvml_wrapper::error::{nvml_try, NvmlError};
+use nvml_wrapper::Device;
+use nvml_wrapper_sys::bindings::{
+    nvmlGpuFabricInfoV_t, nvmlGpuFabricInfo_t,
+    nvmlReturn_enum_NVML_ERROR_ARGUMENT_VERSION_MISMATCH, nvmlReturn_t, NvmlLib,
+    NVML_GPU_FABRIC_STATE_COMPLETED,
+};
 
 /// A GPU's fabric registration, when its state is `Completed` with status `Success`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Fabric {
+    /// The cluster, as `nvidia-smi -q` prints it (`ClusterUUID`).
     pub(super) cluster_uuid: String,
+    /// The clique within the cluster (`CliqueId`).
     pub(super) clique_id: u32,
 }
 
-/// Runs `nvidia-smi -q` and parses it; `None` when it cannot run.
-pub(super) fn query() -> Option<BTreeMap<String, Fabric>> {
-    let out = std::process::Command::new(NVIDIA_SMI)
-        .arg("-q")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| parse(&String::from_utf8_lossy(&out.stdout)))
+/// `nvmlGpuFabricInfo_v2`, i.e. `NVML_STRUCT_VERSION(GpuFabricInfo, 2)`: NVML checks the
+/// caller's struct by its size and version number.
+const INFO_V2: u32 = struct_version(std::mem::size_of::<nvmlGpuFabricInfoV_t>(), 2);
+
+/// `NVML_STRUCT_VERSION`: the struct's size, with the version in the top byte.
+const fn struct_version(size: usize, version: u32) -> u32 {
+    size as u32 | version << 24
 }
 
-/// Fabric membership by normalised PCI bus id, from `nvidia-smi -q` text. GPUs whose
-/// fabric state is not `Completed` (or status not `Success`), or which print `N/A`,
-/// are left out: they are not in a multi-node domain.
-pub(super) fn parse(text: &str) -> BTreeMap<String, Fabric> {
-    let mut out = BTreeMap::new();
-    let mut bus: Option<String> = None;
-    let mut in_fabric = false;
-    let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
-    let mut flush = |bus: &Option<String>, fields: &mut BTreeMap<&str, &str>| {
-        if let (Some(bus), Some(uuid), Some(clique)) =
-            (bus, fields.get("ClusterUUID"), fields.get("CliqueId"))
-        {
-            let ok = fields.get("State") == Some(&"Completed")
-                && fields.get("Status").is_none_or(|s| *s == "Success");
-            let uuid_ok =
-                !uuid.is_empty() && *uuid != "N/A" && !uuid.chars().all(|c| c == '0' || c == '-');
-            if let (true, true, Ok(clique_id)) = (ok, uuid_ok, clique.parse::<u32>()) {
-                out.insert(
-                    normalise_bus_id(bus),
-                    Fabric {
-                        cluster_uuid: (*uuid).to_owned(),
-                        clique_id,
-                    },
-                );
-            }
-        }
-        fields.clear();
-    };
-    for line in text.lines() {
-        let indent = line.len() - line.trim_start().len();
-        let t = line.trim();
-        if let Some(id) = t.strip_prefix("GPU ").filter(|_| indent == 0) {
-            flush(&bus, &mut fields);
-            bus = Some(id.trim().to_owned());
-            in_fabric = false;
-            continue;
-        }
-        if indent == 4 {
-            in_fabric = t == "Fabric";
-            continue;
-        }
-        if in_fabric && indent == 8 {
-            if let Some((k, v)) = t.split_once(':') {
-                fields.insert(k.trim(), v.trim());
-            }
-        }
+/// The fields both struct versions share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Registration {
+    cluster_uuid: [u8; 16],
+    status: nvmlReturn_t,
+    clique_id: u32,
+    state: u8,
+}
+
+impl Registration {
+    /// Membership, when registration with the fabric manager finished and succeeded. An
+    /// all-zero cluster uuid is what a GPU outside any cluster reports: no membership.
+    fn member(&self) -> Option<Fabric> {
+        let done = u32::from(self.state) == NVML_GPU_FABRIC_STATE_COMPLETED
+            && nvml_try(self.status).is_ok();
+        (done && self.cluster_uuid != [0; 16]).then(|| Fabric {
+            cluster_uuid: format_uuid(&self.cluster_uuid),
+            clique_id: self.clique_id,
+        })
     }
-    flush(&bus, &mut fields);
+}
+
+/// Lower-case hex in 8-4-4-4-12 groups, bytes in order, as `nvidia-smi -q` prints
+/// `ClusterUUID` (and NVIDIA's DRA driver formats it).
+fn format_uuid(b: &[u8; 16]) -> String {
+    let hex =
+        |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
+    format!(
+        "{}-{}-{}-{}-{}",
+        hex(0..4),
+        hex(4..6),
+        hex(6..8),
+        hex(8..10),
+        hex(10..16)
+    )
+}
+
+/// What one call answered: `None` when NVML could not say (the call is missing, or
+/// says the GPU has no fabric); an error for any other failure.
+fn answer(code: nvmlReturn_t, reg: Registration) -> Result<Option<Fabric>, NvmlError> {
+    match nvml_try(code) {
+        Ok(()) => Ok(reg.member()),
+        Err(NvmlError::NotSupported | NvmlError::FunctionNotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Each device's fabric registration, in the order given (`None` for a GPU in no
+/// multi-node domain), through the NVML library at `path`: the one `devices` come from,
+/// kept loaded and initialised by the `Nvml` they borrow. Whatever cannot be read is
+/// left out and said in `notes`.
+///
+/// `nvmlDeviceGetGpuFabricInfoV` is asked first, then `nvmlDeviceGetGpuFabricInfo` where
+/// the former is missing or does not know the v2 struct. A symbol the driver lacks is
+/// never called: the bindings resolve each by name and keep the failure.
+#[allow(unsafe_code)]
+pub(super) fn read(
+    path: &OsStr,
+    devices: &[Device<'_>],
+    notes: &mut Vec<String>,
+) -> Vec<Option<Fabric>> {
+    // SAFETY: loading a library runs its initialisers. `path` is the library
+    // `nvml-wrapper` already loaded, and still holds, so `dlopen` hands back that same
+    // handle (one more reference) and runs nothing.
+    let lib = match unsafe { NvmlLib::new(path) } {
+        Ok(lib) => lib,
+        Err(e) => {
+            notes.push(format!(
+                "NVML reopened from `{}` failed ({e}): no multi-node NVLink fabric information",
+                path.to_string_lossy()
+            ));
+            return vec![None; devices.len()];
+        }
+    };
+    let v2 = lib.nvmlDeviceGetGpuFabricInfoV.as_ref().ok().copied();
+    let v1 = lib.nvmlDeviceGetGpuFabricInfo.as_ref().ok().copied();
+    if v2.is_none() && v1.is_none() {
+        notes.push(
+            "this driver's NVML has no `nvmlDeviceGetGpuFabricInfo`: \
+             no multi-node NVLink fabric information"
+                .to_owned(),
+        );
+        return vec![None; devices.len()];
+    }
+    let mut out = Vec::with_capacity(devices.len());
+    for (i, dev) in devices.iter().enumerate() {
+        // SAFETY: copies the handle out, nothing more; `dev` borrows the `Nvml` that keeps
+        // it valid until after this function returns.
+        let handle = unsafe { dev.handle() };
+        let mut got = None;
+        if let Some(get) = v2 {
+            let mut info = nvmlGpuFabricInfoV_t {
+                version: INFO_V2,
+                clusterUuid: [0; 16],
+                status: 0,
+                cliqueId: 0,
+                state: 0,
+                healthMask: 0,
+            };
+            // SAFETY: `get` is the driver's `nvmlDeviceGetGpuFabricInfoV`, resolved by name
+            // from `lib`, which stays loaded for this call, with bindgen's signature from
+            // `nvml.h`; `handle` is a live device of this library's initialised NVML;
+            // `info` is a writable v2 struct whose `version` says so, which bounds what
+            // NVML writes.
+            let code = unsafe { get(handle, &mut info) };
+            if code != nvmlReturn_enum_NVML_ERROR_ARGUMENT_VERSION_MISMATCH {
+                let reg = Registration {
+                    cluster_uuid: info.clusterUuid,
+                    status: info.status,
+                    clique_id: info.cliqueId,
+                    state: info.state,
+                };
+                got = Some((code, reg));
+            }
+        }
+        if let (None, Some(get)) = (got, v1) {
+            let mut info = nvmlGpuFabricInfo_t {
+                clusterUuid: [0; 16],
+                status: 0,
+                cliqueId: 0,
+                state: 0,
+            };
+            // SAFETY: as above, for `nvmlDeviceGetGpuFabricInfo` and its unversioned v1
+            // struct, writable and of the size that call writes.
+            let code = unsafe { get(handle, &mut info) };
+            let reg = Registration {
+                cluster_uuid: info.clusterUuid,
+                status: info.status,
+                clique_id: info.cliqueId,
+                state: info.state,
+            };
+            got = Some((code, reg));
+        }
+        let fabric = match got.map(|(code, reg)| answer(code, reg)) {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                notes.push(format!("GPU {i}: fabric membership unreadable: {e}"));
+                None
+            }
+            // Only v2 is present and it refused the v2 struct.
+            None => {
+                notes.push(format!(
+                    "GPU {i}: fabric membership unreadable: NVML does not accept \
+                     `nvmlGpuFabricInfo_v2` ({INFO_V2:#x})"
+                ));
+                None
+            }
+        };
+        out.push(fabric);
+    }
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nvml_wrapper_sys::bindings::{
+        nvmlReturn_enum_NVML_ERROR_FUNCTION_NOT_FOUND, nvmlReturn_enum_NVML_ERROR_NOT_SUPPORTED,
+        nvmlReturn_enum_NVML_ERROR_UNKNOWN, nvmlReturn_enum_NVML_SUCCESS,
+        NVML_GPU_FABRIC_STATE_IN_PROGRESS, NVML_GPU_FABRIC_STATE_NOT_SUPPORTED,
+    };
 
-    const GB200: &str = "\
-==============NVSMI LOG==============
+    const UUID: [u8; 16] = [
+        0x1b, 0x5e, 0xe1, 0xf5, 0x0e, 0x6d, 0x4a, 0x3e, 0xa2, 0xa1, 0x6f, 0x5b, 0x2e, 0x0b, 0x4c,
+        0x11,
+    ];
 
-Attached GPUs                             : 2
-GPU 00000008:01:00.0
-    Product Name                          : NVIDIA GB200
-    Fabric
-        State                             : Completed
-        Status                            : Success
-        CliqueId                          : 32766
-        ClusterUUID                       : 1b5ee1f5-0e6d-4a3e-a2a1-6f5b2e0b4c11
-        Health
-            Bandwidth                     : Full
-    Processes                             : None
+    fn reg(state: u32, status: nvmlReturn_t, uuid: [u8; 16]) -> Registration {
+        Registration {
+            cluster_uuid: uuid,
+            status,
+            clique_id: 32766,
+            state: state as u8,
+        }
+    }
 
-GPU 00000009:01:00.0
-    Product Name                          : NVIDIA GB200
-    Fabric
-        State                             : In Progress
-        Status                            : N/A
-        CliqueId                          : N/A
-        ClusterUUID                       : N/A
-";
+    #[test]
+    fn uuids_print_like_nvidia_smi() {
+        assert_eq!(format_uuid(&UUID), "1b5ee1f5-0e6d-4a3e-a2a1-6f5b2e0b4c11");
+        let mut zero_led = [0u8; 16];
+        zero_led[15] = 0xab;
+        assert_eq!(
+            format_uuid(&zero_led),
+            "00000000-0000-0000-0000-0000000000ab"
+        );
+    }
+
+    #[test]
+    fn v2_version_is_size_with_two_in_the_top_byte() {
+        // version, 16 uuid bytes, status, cliqueId, state (padded to 4), healthMask.
+        assert_eq!(std::mem::size_of::<nvmlGpuFabricInfoV_t>(), 36);
+        assert_eq!(INFO_V2, 0x0200_0024);
+        assert_eq!(struct_version(28, 1), 0x0100_001c);
+    }
 
     #[test]
     fn completed_registrations_only() {
-        let f = parse(GB200);
-        assert_eq!(f.len(), 1, "{f:?}");
-        let g = &f["0008:01:00.0"];
-        assert_eq!(g.clique_id, 32766);
-        assert_eq!(g.cluster_uuid, "1b5ee1f5-0e6d-4a3e-a2a1-6f5b2e0b4c11");
+        let ok = nvmlReturn_enum_NVML_SUCCESS;
+        let done = NVML_GPU_FABRIC_STATE_COMPLETED;
+        assert_eq!(
+            reg(done, ok, UUID).member(),
+            Some(Fabric {
+                cluster_uuid: "1b5ee1f5-0e6d-4a3e-a2a1-6f5b2e0b4c11".into(),
+                clique_id: 32766,
+            })
+        );
+        assert_eq!(
+            reg(NVML_GPU_FABRIC_STATE_IN_PROGRESS, ok, UUID).member(),
+            None
+        );
+        assert_eq!(
+            reg(done, nvmlReturn_enum_NVML_ERROR_UNKNOWN, UUID).member(),
+            None
+        );
+        assert_eq!(reg(done, ok, [0; 16]).member(), None, "no cluster");
     }
 
     #[test]
-    fn captured_h200_has_no_fabric() {
-        let text = include_str!("../../../tests/fixtures/h200-nvidia-smi-q.txt");
-        assert!(text.contains("    Fabric\n"));
-        assert!(parse(text).is_empty());
-    }
-
-    #[test]
-    fn hgx_without_fabric_has_none() {
-        let text = "GPU 00000000:18:00.0\n    Fabric\n        State                 : N/A\n        Status : N/A\n        CliqueId : N/A\n        ClusterUUID : N/A\n";
-        assert!(parse(text).is_empty());
+    fn unsupported_means_no_fabric_and_other_failures_are_errors() {
+        // What an H200 without NVSwitch fabric answers.
+        let h200 = reg(
+            NVML_GPU_FABRIC_STATE_NOT_SUPPORTED,
+            nvmlReturn_enum_NVML_ERROR_NOT_SUPPORTED,
+            [0; 16],
+        );
+        assert_eq!(
+            answer(nvmlReturn_enum_NVML_ERROR_NOT_SUPPORTED, h200).unwrap(),
+            None
+        );
+        assert_eq!(
+            answer(nvmlReturn_enum_NVML_ERROR_FUNCTION_NOT_FOUND, h200).unwrap(),
+            None
+        );
+        assert_eq!(answer(nvmlReturn_enum_NVML_SUCCESS, h200).unwrap(), None);
+        let good = reg(
+            NVML_GPU_FABRIC_STATE_COMPLETED,
+            nvmlReturn_enum_NVML_SUCCESS,
+            UUID,
+        );
+        assert_eq!(
+            answer(nvmlReturn_enum_NVML_SUCCESS, good)
+                .unwrap()
+                .unwrap()
+                .clique_id,
+            32766
+        );
+        assert!(answer(nvmlReturn_enum_NVML_ERROR_UNKNOWN, good).is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! Discovery of this node: sysfs for NUMA nodes, CPUs and NICs, `sched_getaffinity` for
-//! the CPUs this process may use, NVML for GPUs, `nvidia-smi -q` for fabric membership.
+//! the CPUs this process may use, NVML for GPUs and their multi-node fabric membership.
 //!
 //! `CUDA_VISIBLE_DEVICES` (which Slurm sets from its GPU binding) is honoured: only the
 //! GPUs it names are in the topology, renumbered in PCI order; the binding is reported.
@@ -16,7 +16,6 @@ use serde::Serialize;
 
 use super::{CpuSet, Gpu, Node, NvlinkDomain, Topology, FORMAT_VERSION};
 
-pub use fabric::NVIDIA_SMI;
 pub use nvml::NVML_LIBRARIES;
 
 /// Environment variables discovery reads (through [`GpuEnv`], filled by the caller).
@@ -111,37 +110,27 @@ pub fn discover(opts: &Options) -> Discovery {
             None
         }
     };
-    let (raw, fabric) = if opts.nvml {
+    let raw = if opts.nvml {
         match nvml::gpus() {
             Ok((raw, more)) => {
                 notes.extend(more);
-                let fabric = if raw.is_empty() {
-                    None
-                } else {
-                    fabric::query()
-                };
-                if fabric.is_none() && !raw.is_empty() {
-                    notes.push(format!(
-                        "`{NVIDIA_SMI} -q` did not run: no multi-node NVLink fabric information"
-                    ));
-                }
-                (raw, fabric.unwrap_or_default())
+                raw
             }
             Err(e) => {
                 notes.push(e.to_string());
-                (Vec::new(), BTreeMap::new())
+                Vec::new()
             }
         }
     } else {
         notes.push("NVML not tried (disabled)".to_owned());
-        (Vec::new(), BTreeMap::new())
+        Vec::new()
     };
     let root = opts.root.clone();
     let numa_of = |g: &nvml::RawGpu| {
         let sysfs = sysfs::pci_numa_node(&root, &g.pci_bus_id);
         gpu_numa(&numa_nodes, sysfs, g.cpu_affinity.as_ref())
     };
-    let (gpus, binding, more) = settle_gpus(&hostname, &raw, &fabric, &opts.env, numa_of);
+    let (gpus, binding, more) = settle_gpus(&hostname, &raw, &opts.env, numa_of);
     notes.extend(more);
     Discovery {
         topology: Topology {
@@ -220,7 +209,6 @@ fn gpu_numa(
 fn settle_gpus(
     hostname: &str,
     raw: &[nvml::RawGpu],
-    fabric: &BTreeMap<String, fabric::Fabric>,
     env: &GpuEnv,
     numa_of: impl Fn(&nvml::RawGpu) -> Option<u32>,
 ) -> (Vec<Gpu>, GpuBinding, Vec<String>) {
@@ -263,7 +251,7 @@ fn settle_gpus(
         if !keep[i] {
             continue;
         }
-        let nvlink_domain = if let Some(f) = fabric.get(&g.pci_bus_id) {
+        let nvlink_domain = if let Some(f) = &g.fabric {
             NvlinkDomain::Fabric {
                 cluster_uuid: f.cluster_uuid.clone(),
                 clique_id: f.clique_id,
@@ -325,6 +313,7 @@ mod tests {
                     vec![]
                 },
                 cpu_affinity: None,
+                fabric: None,
             })
             .collect()
     }
@@ -357,7 +346,7 @@ mod tests {
             cuda_visible_devices: Some("2,GPU-3".into()),
             slurm_gpus: Some("2,3".into()),
         };
-        let (gpus, b, notes) = settle_gpus("h", &raw(4, true), &BTreeMap::new(), &env, |_| Some(0));
+        let (gpus, b, notes) = settle_gpus("h", &raw(4, true), &env, |_| Some(0));
         assert!(notes.is_empty(), "{notes:?}");
         assert_eq!(b.visible_nvml_indices, [2, 3]);
         assert_eq!(b.gpus_on_node, 4);
@@ -378,7 +367,7 @@ mod tests {
             cuda_visible_devices: Some("1,7,0".into()),
             slurm_gpus: None,
         };
-        let (gpus, _, notes) = settle_gpus("h", &raw(2, false), &BTreeMap::new(), &env, |_| None);
+        let (gpus, _, notes) = settle_gpus("h", &raw(2, false), &env, |_| None);
         assert_eq!(gpus.len(), 1);
         assert!(notes[0].contains("`7`"), "{notes:?}");
         assert!(matches!(gpus[0].nvlink_domain, NvlinkDomain::Single { .. }));
@@ -386,24 +375,19 @@ mod tests {
             cuda_visible_devices: Some(String::new()),
             slurm_gpus: None,
         };
-        assert!(
-            settle_gpus("h", &raw(2, false), &BTreeMap::new(), &empty, |_| None)
-                .0
-                .is_empty()
-        );
+        assert!(settle_gpus("h", &raw(2, false), &empty, |_| None)
+            .0
+            .is_empty());
     }
 
     #[test]
     fn fabric_membership_wins() {
-        let mut fabric = BTreeMap::new();
-        fabric.insert(
-            "0000:18:00.0".to_owned(),
-            fabric::Fabric {
-                cluster_uuid: "c".into(),
-                clique_id: 7,
-            },
-        );
-        let (gpus, _, _) = settle_gpus("h", &raw(2, true), &fabric, &GpuEnv::default(), |_| None);
+        let mut raw = raw(2, true);
+        raw[0].fabric = Some(fabric::Fabric {
+            cluster_uuid: "c".into(),
+            clique_id: 7,
+        });
+        let (gpus, _, _) = settle_gpus("h", &raw, &GpuEnv::default(), |_| None);
         assert!(matches!(
             gpus[0].nvlink_domain,
             NvlinkDomain::Fabric { clique_id: 7, .. }

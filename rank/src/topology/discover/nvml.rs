@@ -6,6 +6,7 @@ use std::ffi::OsStr;
 
 use nvml_wrapper::Nvml;
 
+use super::fabric::{self, Fabric};
 use crate::topology::CpuSet;
 
 /// One GPU as NVML reports it, before domains and visibility are settled.
@@ -21,6 +22,8 @@ pub(super) struct RawGpu {
     /// The CPUs NVML calls close to the GPU (what `nvidia-smi topo -m` prints), used
     /// when sysfs has no NUMA node for the device (virtual machines report -1).
     pub(super) cpu_affinity: Option<CpuSet>,
+    /// Multi-node NVLink fabric membership, where the GPU registered with one.
+    pub(super) fabric: Option<Fabric>,
 }
 
 /// Words of the CPU mask asked of NVML: 64 × 64 = 4,096 CPUs.
@@ -56,11 +59,12 @@ pub(super) enum NvmlUnavailable {
     Failed(#[source] nvml_wrapper::error::NvmlError),
 }
 
-fn load() -> Result<Nvml, NvmlUnavailable> {
+/// NVML, and the library name it was loaded by.
+fn load() -> Result<(Nvml, &'static str), NvmlUnavailable> {
     let mut last = String::new();
     for lib in NVML_LIBRARIES {
         match Nvml::builder().lib_path(OsStr::new(lib)).init() {
-            Ok(nvml) => return Ok(nvml),
+            Ok(nvml) => return Ok((nvml, lib)),
             Err(nvml_wrapper::error::NvmlError::LibloadingError(e)) => last = e.to_string(),
             Err(e) => return Err(NvmlUnavailable::Failed(e)),
         }
@@ -84,12 +88,16 @@ pub(crate) fn normalise_bus_id(id: &str) -> String {
 
 /// Every GPU NVML sees, sorted by PCI bus id, plus notes about facts it could not read.
 pub(super) fn gpus() -> Result<(Vec<RawGpu>, Vec<String>), NvmlUnavailable> {
-    let nvml = load()?;
+    let (nvml, lib) = load()?;
     let count = nvml.device_count().map_err(NvmlUnavailable::Failed)?;
-    let mut gpus = Vec::new();
+    let devices = (0..count)
+        .map(|i| nvml.device_by_index(i))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(NvmlUnavailable::Failed)?;
     let mut notes = Vec::new();
-    for i in 0..count {
-        let dev = nvml.device_by_index(i).map_err(NvmlUnavailable::Failed)?;
+    let fabric = fabric::read(OsStr::new(lib), &devices, &mut notes);
+    let mut gpus = Vec::new();
+    for ((i, dev), fabric) in (0..).zip(&devices).zip(fabric) {
         let pci = dev.pci_info().map_err(NvmlUnavailable::Failed)?;
         let memory_mib = dev
             .memory_info()
@@ -119,6 +127,7 @@ pub(super) fn gpus() -> Result<(Vec<RawGpu>, Vec<String>), NvmlUnavailable> {
                 .ok()
                 .map(|w| mask_to_cpus(&w))
                 .filter(|c| !c.is_empty()),
+            fabric,
         });
     }
     gpus.sort_by(|a, b| a.pci_bus_id.cmp(&b.pci_bus_id));
@@ -175,6 +184,7 @@ mod tests {
             pci_bus_id: bus.to_owned(),
             nvlink_peers: peers.iter().map(|p| (*p).to_owned()).collect(),
             cpu_affinity: None,
+            fabric: None,
         }
     }
 
