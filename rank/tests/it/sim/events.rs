@@ -11,8 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 use zeromq::{Socket, SocketRecv};
 
+/// The frames captured from a real vLLM 0.32 (see tests/data/README.md).
 fn shared_frames() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/vllm_kv_events")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/vllm_kv_events")
 }
 
 /// Reads one captured frame file (u32 LE part count, then u32 LE length + bytes each).
