@@ -20,8 +20,9 @@ else
 fi
 
 step "installing Python test clients"
-# The official OpenAI client talks to `cohort sim` in the simulator's tests.
-python3 -m pip install --quiet --disable-pip-version-check openai==1.109.1
+# The official OpenAI client talks to `cohort sim` in the simulator's tests; pyzmq plays
+# a real libzmq engine publisher for the KV-event subscriber's tests.
+python3 -m pip install --quiet --disable-pip-version-check openai==1.109.1 pyzmq==27.3.0
 
 step "cargo fmt --check"
 cargo fmt --all --check

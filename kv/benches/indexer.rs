@@ -135,6 +135,45 @@ fn bench_find_matches(c: &mut Criterion, fleet: &sim::Fleet, idx: &KvIndexer) {
     g.finish();
 }
 
+#[cfg(feature = "zmq")]
+/// `find_matches` through the indexer actor (`service`): what a router request pays,
+/// the channel hop and task wake-ups included, one query at a time on an idle actor.
+fn bench_actor_queries(fleet: &sim::Fleet, idx: KvIndexer) -> KvIndexer {
+    use cohort_kv::service::{IndexerConfig, IndexerService};
+    let trace = sim::load_trace();
+    let pass = fleet.pass().saturating_sub(1);
+    let queries: Vec<std::sync::Arc<[BlockHash]>> = trace
+        .iter()
+        .map(|ids| sim::query(pass, ids).into())
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async move {
+        let service = IndexerService::spawn(idx, IndexerConfig::default());
+        let handle = service.handle();
+        let mut lat = Vec::with_capacity(queries.len() * 3);
+        for _ in 0..3 {
+            for q in &queries {
+                let t = Instant::now();
+                black_box(handle.find_matches(q.clone()).await.expect("actor runs"));
+                lat.push(t.elapsed());
+            }
+        }
+        lat.sort_unstable();
+        let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+        report(format!(
+            "find_matches through the actor over {} trace queries (x3): p50 {:.2?}, p99 {:.2?}",
+            queries.len(),
+            pct(0.50),
+            pct(0.99)
+        ));
+        service.shutdown().await.expect("actor ends cleanly")
+    })
+}
+
 /// The worst case for the matcher: a 64-block prefix (e.g. a system prompt) held by
 /// every one of the 1,000 workers, each also holding a different continuation.
 fn bench_hot_prefix(c: &mut Criterion) {
@@ -242,9 +281,12 @@ fn benches(c: &mut Criterion) {
         bench_find_matches(c, &fleet.borrow(), &idx);
     }
     bench_apply(c, &fleet, &idx);
+    #[cfg(feature = "zmq")]
+    let idx = bench_actor_queries(&fleet.borrow(), idx.into_inner());
+    #[cfg(not(feature = "zmq"))]
+    let idx = idx.into_inner();
     // Memory: live heap bytes released by dropping the index alone.
     let before_drop = alloc::live_bytes();
-    let idx = idx.into_inner();
     let (entries_now, blocks_now) = (idx.num_entries(), idx.num_blocks());
     drop(idx);
     let index_bytes = before_drop - alloc::live_bytes();

@@ -2,6 +2,7 @@
 //! router's own decisions. Both answer `find_matches` from the same [`table`].
 
 mod approx;
+mod flat;
 mod table;
 mod worker_set;
 
@@ -9,7 +10,8 @@ pub use approx::{ApproxConfig, ApproxIndexer};
 pub use table::MatchScratch;
 
 use crate::event::{EventBatch, KvOp, StoredBlocks};
-use crate::hash::{chain, BlockHash, EngineBlockHash};
+use crate::hash::{chain, BlockHash};
+use flat::FlatMap;
 use table::{BlockTable, U64Map};
 
 /// A worker (one engine instance, or one data-parallel rank of it), as the router names it.
@@ -80,7 +82,7 @@ pub struct ApplyStats {
 struct WorkerState {
     id: WorkerId,
     /// Engine block id → our block hash: needed to apply later removals.
-    blocks: U64Map<EngineBlockHash, BlockHash>,
+    blocks: FlatMap<u64>,
     /// Our hashes held under more than one engine id (e.g. engine ids that also cover
     /// multimodal inputs we do not hash), with the count of extra holders. Almost always
     /// empty.
@@ -101,6 +103,8 @@ pub struct KvIndexer {
     free: Vec<u32>,
     entries: usize,
     scratch: MatchScratch,
+    /// Block hashes of the op being applied (reused buffer).
+    hashes: Vec<BlockHash>,
 }
 
 impl KvIndexer {
@@ -121,7 +125,7 @@ impl KvIndexer {
         }
         let state = WorkerState {
             id: worker,
-            blocks: U64Map::default(),
+            blocks: FlatMap::default(),
             aliases: U64Map::default(),
             next_event_id: None,
         };
@@ -188,6 +192,25 @@ impl KvIndexer {
             }
         }
         ws.next_event_id = Some(batch.event_id.wrapping_add(1));
+        // Touch the worker-map slots of every engine id of the batch at once, so that
+        // their cache misses overlap (the ops below then find them in the cache).
+        let mut touched = 0u64;
+        for op in &batch.ops {
+            match op {
+                KvOp::Stored(s) => {
+                    for b in &s.blocks {
+                        touched ^= ws.blocks.touch(b.engine_hash.0);
+                    }
+                }
+                KvOp::Removed(r) => {
+                    for e in r {
+                        touched ^= ws.blocks.touch(e.0);
+                    }
+                }
+                KvOp::Cleared => {}
+            }
+        }
+        std::hint::black_box(touched);
         let mut stats = ApplyStats::default();
         for op in &batch.ops {
             self.apply_op_slot(slot, op, &mut stats);
@@ -206,18 +229,23 @@ impl KvIndexer {
     fn apply_op_slot(&mut self, slot: u32, op: &KvOp, stats: &mut ApplyStats) {
         match op {
             KvOp::Stored(s) => self.store(slot, s, stats),
-            KvOp::Removed(hashes) => {
+            KvOp::Removed(engine_ids) => {
                 let ws = self.slots[slot as usize].as_mut().expect("live slot");
-                for e in hashes {
-                    match ws.blocks.remove(e) {
-                        Some(h) => {
-                            release(&mut self.table, &mut ws.aliases, slot, h);
-                            self.entries -= 1;
-                            stats.removed += 1;
-                        }
+                let mut hashes = std::mem::take(&mut self.hashes);
+                hashes.clear();
+                for e in engine_ids {
+                    match ws.blocks.remove(e.0) {
+                        Some(h) => hashes.push(BlockHash(h)),
                         None => stats.unknown_removed += 1,
                     }
                 }
+                touch_all(&self.table, &hashes);
+                for &h in &hashes {
+                    release(&mut self.table, &mut ws.aliases, slot, h);
+                }
+                self.entries -= hashes.len();
+                stats.removed += hashes.len() as u32;
+                self.hashes = hashes;
             }
             KvOp::Cleared => self.clear_slot(slot),
         }
@@ -227,23 +255,30 @@ impl KvIndexer {
         let ws = self.slots[slot as usize].as_mut().expect("live slot");
         let mut parent = match s.parent {
             None => None,
-            Some(p) => match ws.blocks.get(&p) {
-                Some(&h) => Some(h),
+            Some(p) => match ws.blocks.get(p.0) {
+                Some(&h) => Some(BlockHash(h)),
                 None => {
                     stats.unknown_parent += 1;
                     return;
                 }
             },
         };
-        ws.blocks.reserve(s.blocks.len());
-        for b in &s.blocks {
+        // Chain first (cheap), touch the table slots, then insert: the misses overlap.
+        let mut hashes = std::mem::take(&mut self.hashes);
+        hashes.clear();
+        hashes.extend(s.blocks.iter().map(|b| {
             let h = chain(parent, s.salt, b.local_hash);
             parent = Some(h);
-            match ws.blocks.insert(b.engine_hash, h) {
+            h
+        }));
+        touch_all(&self.table, &hashes);
+        ws.blocks.reserve(s.blocks.len());
+        for (b, &h) in s.blocks.iter().zip(&hashes) {
+            match ws.blocks.insert(b.engine_hash.0, h.0) {
                 // A duplicate store of the same block: nothing changes.
-                Some(old) if old == h => continue,
+                Some(old) if old == h.0 => continue,
                 // The engine reused an id for other content: drop the old mapping.
-                Some(old) => release(&mut self.table, &mut ws.aliases, slot, old),
+                Some(old) => release(&mut self.table, &mut ws.aliases, slot, BlockHash(old)),
                 None => self.entries += 1,
             }
             if !self.table.add(h, slot) {
@@ -251,6 +286,7 @@ impl KvIndexer {
             }
             stats.stored += 1;
         }
+        self.hashes = hashes;
     }
 
     fn clear_slot(&mut self, slot: u32) {
@@ -258,9 +294,11 @@ impl KvIndexer {
             return;
         };
         self.entries -= ws.blocks.len();
-        for (_, h) in ws.blocks.drain() {
-            self.table.remove(h, slot);
-        }
+        let table = &mut self.table;
+        ws.blocks.drain_with(|_, h| {
+            table.remove(BlockHash(h), slot);
+        });
+        // A cleared worker usually refills; a removed one frees its map with its state.
         ws.aliases.clear();
     }
 
@@ -307,6 +345,22 @@ impl KvIndexer {
         self.entries
     }
 
+    /// The distinct block hashes `worker` holds, sorted (copies the worker's map: for
+    /// tests and debugging, not for the hot path).
+    pub fn worker_block_hashes(&self, worker: WorkerId) -> Vec<BlockHash> {
+        let Some(ws) = self
+            .by_id
+            .get(&worker.0)
+            .and_then(|&s| self.slots[s as usize].as_ref())
+        else {
+            return Vec::new();
+        };
+        let mut v: Vec<BlockHash> = ws.blocks.iter().map(|(_, &h)| BlockHash(h)).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// Blocks `worker` is known to hold.
     pub fn worker_blocks(&self, worker: WorkerId) -> usize {
         self.by_id
@@ -314,6 +368,13 @@ impl KvIndexer {
             .and_then(|&s| self.slots[s as usize].as_ref())
             .map_or(0, |w| w.blocks.len())
     }
+}
+
+/// Loads the table slots of `hashes` (see [`flat::FlatMap::touch`]).
+#[inline]
+fn touch_all(table: &BlockTable, hashes: &[BlockHash]) {
+    let touched = hashes.iter().fold(0u64, |acc, &h| acc ^ table.touch(h));
+    std::hint::black_box(touched);
 }
 
 /// Drops one holding of `h` by `slot`, keeping it while another engine id still maps to it.

@@ -46,6 +46,10 @@ pub struct MatchScratch {
 }
 
 /// Block hash → workers holding it.
+///
+/// `std`'s (hashbrown's) map, not [`FlatMap`](super::flat::FlatMap): with 6 M blocks the flat table runs at
+/// up to 3/4 load, where linear probing made `find_matches` slower (measured: p50
+/// 1.8 → 3.0 µs, p99 17 → 30 µs); the per-worker maps, at most half full, gain from it.
 #[derive(Debug, Default)]
 pub(crate) struct BlockTable {
     nodes: U64Map<BlockHash, WorkerSet>,
@@ -75,6 +79,13 @@ impl BlockTable {
             e.remove();
         }
         removed
+    }
+
+    /// Looks `hash` up for its side effect: called for a batch of hashes before using
+    /// them, it lets their cache misses overlap (software prefetch without `unsafe`).
+    #[inline]
+    pub(crate) fn touch(&self, hash: BlockHash) -> u64 {
+        u64::from(self.nodes.contains_key(&hash))
     }
 
     /// Distinct blocks held by at least one worker.

@@ -28,6 +28,16 @@ pub(crate) enum View<'a> {
     Bits(&'a [u64]),
 }
 
+impl Default for WorkerSet {
+    /// The empty set (only as a placeholder in empty table slots).
+    fn default() -> Self {
+        WorkerSet::Inline {
+            len: 0,
+            ids: [0; INLINE],
+        }
+    }
+}
+
 impl WorkerSet {
     pub(crate) fn single(slot: u32) -> Self {
         WorkerSet::Inline {

@@ -200,9 +200,14 @@ proptest! {
             if let Step::Op(w, op) = s {
                 idx.apply_op(WorkerId(*w), op);
                 // The noisy twin sees every store twice and a removal of never-stored ids.
+                // Except a store that gives its own parent's engine id to one of its
+                // blocks: applied again, it extends that block instead, a different
+                // store (it made this property fail about one run in five).
                 noisy.apply_op(WorkerId(*w), op);
-                if matches!(op, KvOp::Stored(_)) {
-                    noisy.apply_op(WorkerId(*w), op);
+                if let KvOp::Stored(st) = op {
+                    if !st.blocks.iter().any(|b| Some(b.engine_hash) == st.parent) {
+                        noisy.apply_op(WorkerId(*w), op);
+                    }
                 }
                 noisy.apply_op(WorkerId(*w), &KvOp::Removed(vec![EngineBlockHash(1_000 + w)]));
             }

@@ -4,4 +4,6 @@ mod decode_fuzz;
 mod frames;
 mod indexer_props;
 mod sglang;
+#[cfg(feature = "zmq")]
+mod subscriber;
 mod support;
