@@ -30,9 +30,11 @@ enum Command {
     /// Show where a recipe's engine instances would be placed, without starting anything
     Plan(commands::plan::PlanArgs),
     /// Benchmark any OpenAI-compatible endpoint
-    Bench(commands::Pending),
+    Bench(Box<cohort_bench::BenchArgs>),
     /// Run the built-in simulated engine (an OpenAI-compatible, vLLM-like server)
     Sim(Box<cohort_rank::sim::SimArgs>),
+    /// Serve an OpenAI-compatible frontend with KV-aware routing in front of running engines
+    Serve(Box<cohort_router::ServeArgs>),
     /// Write an sbatch script for a recipe
     Sbatch(commands::Pending),
     /// Show this node's topology: GPUs, NVLink domains, NUMA nodes, NICs
@@ -53,9 +55,18 @@ pub fn main() -> ExitCode {
     let name = match cli.command {
         Command::Launch(_) => "launch",
         Command::Plan(args) => return report(commands::plan::run(&args)),
-        Command::Bench(_) => "bench",
+        Command::Bench(args) => {
+            return report(
+                cohort_bench::run_cli(&args)
+                    .map(drop)
+                    .map_err(anyhow::Error::from),
+            )
+        }
         Command::Sim(args) => {
             return report(cohort_rank::sim::run_blocking(*args).map_err(anyhow::Error::from))
+        }
+        Command::Serve(args) => {
+            return report(cohort_router::run_blocking(*args).map_err(anyhow::Error::from))
         }
         Command::Sbatch(_) => "sbatch",
         Command::Topo(args) => return report(commands::topo::run(&args)),

@@ -95,7 +95,7 @@ fn env_reports_a_malformed_variable_by_name() {
 
 #[test]
 fn unavailable_commands_exit_2_with_one_line() {
-    for command in ["launch", "bench", "sbatch"] {
+    for command in ["launch", "sbatch"] {
         let out = cohort().arg(command).arg("--anything").output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{command}");
         assert_eq!(stderr(&out).lines().count(), 1, "{command}");

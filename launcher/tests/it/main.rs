@@ -8,5 +8,6 @@ mod cli;
 mod fixtures;
 mod plan;
 mod recipe;
+mod serve;
 mod slurm_jobs;
 mod topo;
