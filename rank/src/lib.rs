@@ -8,3 +8,7 @@
 pub mod topology;
 
 pub mod sim;
+
+pub mod bootstrap;
+pub mod control;
+pub mod engine;

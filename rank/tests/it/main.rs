@@ -1,4 +1,6 @@
 //! Tests of `cohort-rank` against data captured on real hardware.
 
 mod captured;
+mod control;
+mod engine;
 mod sim;
