@@ -400,7 +400,7 @@ fn alloc(dom: &mut Dom, gpus: usize) -> Option<Vec<(usize, Vec<u32>)>> {
 /// contiguous run, else the first `k` free.
 fn block(free: &[bool], k: usize) -> Option<Vec<usize>> {
     let n = free.len();
-    if n % k == 0 {
+    if n.is_multiple_of(k) {
         if let Some(start) = (0..n)
             .step_by(k)
             .find(|&s| free[s..s + k].iter().all(|f| *f))

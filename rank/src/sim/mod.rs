@@ -86,6 +86,9 @@ pub async fn run(args: SimArgs) -> Result<(), SimError> {
         cfg.speedup
     );
     let role = cfg.role;
+    // Handlers go in before the `listening` lines: whoever reads those lines may signal
+    // at once, and a TERM before the handler exists would kill the process uncleanly.
+    let signals = Signals::install()?;
     let server = SimServer::start(cfg).await?;
     #[allow(clippy::print_stderr)]
     {
@@ -101,7 +104,7 @@ pub async fn run(args: SimArgs) -> Result<(), SimError> {
             );
         }
     }
-    wait_for_signal().await?;
+    signals.wait().await;
     server.shutdown().await;
     Ok(())
 }
@@ -126,11 +129,25 @@ pub fn run_blocking(args: SimArgs) -> Result<(), SimError> {
     rt.block_on(run(args))
 }
 
-async fn wait_for_signal() -> Result<(), SimError> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(SimError::Runtime)?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.map_err(SimError::Runtime),
-        _ = term.recv() => Ok(()),
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, SimError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(SimError::Runtime)?,
+            int: signal(SignalKind::interrupt()).map_err(SimError::Runtime)?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
