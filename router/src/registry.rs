@@ -268,6 +268,11 @@ impl Drop for LoadGuard {
         self.prefilled();
         self.worker.decode_blocks.fetch_sub(self.blocks, Relaxed);
         self.worker.inflight.fetch_sub(1, Relaxed);
+        // The last scrape of the engine's metrics may have been taken while this request
+        // ran; it is older than what the router now knows, and would keep counting the
+        // finished request (and its KV blocks) until the next scrape, penalising exactly
+        // the worker that holds the prefix. Forget it; the next scrape says what is true.
+        self.worker.set_engine_load(0, 0);
     }
 }
 
@@ -454,6 +459,25 @@ mod tests {
             let e = r.add(WorkerSpec::new(url, Role::Aggregated)).unwrap_err();
             assert!(e.to_string().contains(url), "{e}");
         }
+    }
+
+    #[test]
+    fn a_finished_request_invalidates_an_older_engine_scrape() {
+        let r = Registry::new(BreakerConfig::default());
+        let w = r
+            .add(WorkerSpec::new("http://127.0.0.1:1", Role::Aggregated))
+            .unwrap();
+        let g = w.start(100, 7);
+        // Scraped while the request ran: one request, its 96 blocks.
+        w.set_engine_load(1, 96);
+        assert_eq!(w.load().requests, 1);
+        assert_eq!(w.load().decode_blocks, 96);
+        drop(g);
+        assert_eq!(w.load().requests, 0, "the scrape predates the completion");
+        assert_eq!(w.load().decode_blocks, 0);
+        // A later scrape (other clients' load) counts again.
+        w.set_engine_load(2, 10);
+        assert_eq!(w.load().requests, 2);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `cohort serve` end to end, in front of real `cohort sim` processes: streaming (curl
 //! style and the official `openai` Python client), KV-aware stickiness against
-//! round-robin spread (read from the engines' own prefix-cache counters), migration of
+//! round-robin spread (read from the engines' own prefix-cache counters), KV-aware
+//! routing fed by the engines' KV events (`--kv-events`), migration of
 //! a stream whose engine is killed, disaggregation, 429, client disconnect, and a
 //! malformed body's 400.
 //!
@@ -87,6 +88,12 @@ fn url_in(line: &str) -> String {
 
 /// `cohort sim` with `extra` flags: the process and its instances' URLs.
 fn sim(instances: u32, extra: &[&str]) -> (Proc, Vec<String>) {
+    let (p, lines) = sim_lines(instances, extra);
+    (p, lines.iter().map(|l| url_in(l)).collect())
+}
+
+/// `cohort sim` with `extra` flags: the process and its instances' `listening on` lines.
+fn sim_lines(instances: u32, extra: &[&str]) -> (Proc, Vec<String>) {
     let n = instances.to_string();
     let mut args = vec!["sim", "--port", "0", "--threads", "1", "--instances", &n];
     args.extend_from_slice(extra);
@@ -98,12 +105,8 @@ fn sim(instances: u32, extra: &[&str]) -> (Proc, Vec<String>) {
                 .expect("more instances"),
         );
     }
-    let urls = lines
-        .iter()
-        .filter(|l| l.contains("listening on"))
-        .map(|l| url_in(l))
-        .collect();
-    (p, urls)
+    lines.retain(|l| l.contains("listening on"));
+    (p, lines)
 }
 
 /// `cohort serve` with `args` (after `--port 0`): the process and its URL.
@@ -394,8 +397,18 @@ fn send_shared_prefix(fe: &str, n: usize) {
 fn kv_aware_keeps_a_prefix_on_one_worker_and_round_robin_spreads_it() {
     for (policy, sticky) in [("kv-aware", true), ("round-robin", false)] {
         let (_sim, urls) = sim(2, &["--speedup", "inf"]);
+        // Overlap weighted 2: a cache hit on the whole prefix must beat the KV blocks the
+        // previous request of the same prefix still shows in a scrape of the engine's
+        // metrics taken while it ran (at weight 1 the two are equal and the pick a tie).
         let (_fe, fe) = serve(&[
-            "--policy", policy, "--worker", &urls[0], "--worker", &urls[1],
+            "--policy",
+            policy,
+            "--overlap-weight",
+            "2",
+            "--worker",
+            &urls[0],
+            "--worker",
+            &urls[1],
         ]);
         send_shared_prefix(&fe, 6);
         let queries: Vec<f64> = urls
@@ -414,6 +427,167 @@ fn kv_aware_keeps_a_prefix_on_one_worker_and_round_robin_spreads_it() {
             assert!(hits.iter().sum::<f64>() >= 5.0 * 1000.0, "{hits:?}");
         } else {
             assert_eq!(busy, 2, "{policy}: {queries:?}");
+        }
+    }
+}
+
+/// Tokens per KV block in the KV-event test: not the default 16, so a side that ignored
+/// `--block-size` would hash differently from the other and never match.
+const EVENT_BLOCK: u32 = 32;
+
+/// `len` token ids never used before (`next` is the first free id; well inside the
+/// model's vocabulary for the few thousand tokens a test uses), so prompts share no block.
+fn fresh_ids(next: &mut u32, len: u32) -> Vec<u32> {
+    let ids = (*next..*next + len).collect();
+    *next += len;
+    ids
+}
+
+/// A completion of the token-id prompt `ids` (no tokenizer on either side, so the
+/// router and an engine addressed directly see the same tokens).
+fn complete_ids(url: &str, ids: &[u32]) {
+    let body = serde_json::json!({"model": MODEL, "prompt": ids, "max_tokens": 2}).to_string();
+    let (s, b) = post(url, "/v1/completions", &body);
+    assert_eq!(s, 200, "{b}");
+}
+
+/// Where the router sent one request, read from both sides.
+#[derive(Debug)]
+struct Routed {
+    /// The engine whose prefix-cache queries rose (the only one).
+    engine: usize,
+    /// Prompt tokens that engine served from its prefix cache.
+    hit_tokens: f64,
+    /// Blocks the router's index said the chosen engine held.
+    predicted_blocks: f64,
+}
+
+/// Sends `ids` through the frontend `fe` and tells which of `engines` ran it.
+fn route_ids(fe: &str, engines: &[String], ids: &[u32]) -> Routed {
+    let counters = || -> Vec<(f64, f64)> {
+        engines
+            .iter()
+            .map(|u| {
+                let m = get(u, "/metrics").1;
+                (
+                    metric(&m, "vllm:prefix_cache_queries_total"),
+                    metric(&m, "vllm:prefix_cache_hits_total"),
+                )
+            })
+            .collect()
+    };
+    let predicted = || metric(&get(fe, "/metrics").1, "cohort_router_kv_hit_blocks_total");
+    let (before, p0) = (counters(), predicted());
+    complete_ids(fe, ids);
+    let (after, p1) = (counters(), predicted());
+    let ran: Vec<usize> = (0..engines.len())
+        .filter(|&i| after[i].0 > before[i].0)
+        .collect();
+    assert_eq!(ran.len(), 1, "one engine runs it: {before:?} → {after:?}");
+    let engine = ran[0];
+    Routed {
+        engine,
+        hit_tokens: after[engine].1 - before[engine].1,
+        predicted_blocks: p1 - p0,
+    }
+}
+
+/// Waits (≤ 20 s) until the router has applied every KV event `engines[target]`
+/// published so far: sends a fresh sentinel prompt straight to that engine, then the
+/// same prompt through the router, until the router sends one there predicting its
+/// blocks. One publisher's events arrive in order, so everything before the sentinel
+/// has arrived too. Returns the sentinels it took.
+fn wait_for_events(fe: &str, engines: &[String], target: usize, next: &mut u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let blocks = 4;
+    for tries in 1.. {
+        let sentinel = fresh_ids(next, blocks * EVENT_BLOCK + 3);
+        complete_ids(&engines[target], &sentinel);
+        let r = route_ids(fe, engines, &sentinel);
+        if r.engine == target && r.predicted_blocks == f64::from(blocks) {
+            return tries;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the router never learnt engine {target}'s blocks from its KV events \
+             ({tries} sentinels; last {r:?})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unreachable!()
+}
+
+#[test]
+fn kv_aware_follows_the_engines_kv_events() {
+    let bs = EVENT_BLOCK.to_string();
+    let (_sim, lines) = sim_lines(
+        2,
+        &[
+            "--speedup",
+            "inf",
+            "--block-size",
+            &bs,
+            "--kv-events-port",
+            "0",
+        ],
+    );
+    let urls: Vec<String> = lines.iter().map(|l| url_in(l)).collect();
+    let events: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            let port = l.rsplit("tcp port ").next().unwrap_or_default().trim();
+            port.parse::<u16>()
+                .unwrap_or_else(|_| panic!("no KV-event port in `{l}`"));
+            format!("tcp://127.0.0.1:{port}")
+        })
+        .collect();
+    let (_fe, fe) = serve(&[
+        "--policy",
+        "kv-aware",
+        // A health probe that catches an engine mid-request counts its blocks as load
+        // for a moment, about as many as a cached prefix saves: weigh the cache above.
+        "--overlap-weight",
+        "2",
+        "--block-size",
+        &bs,
+        "--worker",
+        &urls[0],
+        "--worker",
+        &urls[1],
+        "--kv-events",
+        &events[0],
+        "--kv-events",
+        &events[1],
+    ]);
+    // Each round warms a new prefix on one engine, bypassing the router, so only that
+    // engine's events know it; the router's own decisions never saw it, and the engines
+    // are otherwise alike. Alternating engines, six rounds by chance would be 1 in 64.
+    let prefix_blocks = 20;
+    let mut next = 1000;
+    // Without a replay endpoint, events published before a subscriber connects are
+    // lost: first make sure both subscriptions deliver.
+    for engine in 0..2 {
+        let sentinels = wait_for_events(&fe, &urls, engine, &mut next);
+        eprintln!("engine {engine}: events delivered after {sentinels} sentinels");
+    }
+    for round in 0..6 {
+        let target = round % 2;
+        let prefix = fresh_ids(&mut next, prefix_blocks * EVENT_BLOCK + 7);
+        complete_ids(&urls[target], &prefix);
+        let sentinels = wait_for_events(&fe, &urls, target, &mut next);
+        for _ in 0..3 {
+            let mut ids = prefix.clone();
+            ids.extend(fresh_ids(&mut next, 20));
+            let r = route_ids(&fe, &urls, &ids);
+            eprintln!(
+                "round {round}: warmed engine {target} ({sentinels} sentinels), routed {r:?}"
+            );
+            assert_eq!(r.engine, target, "round {round}: {r:?}");
+            assert_eq!(r.predicted_blocks, f64::from(prefix_blocks), "{r:?}");
+            assert!(
+                r.hit_tokens >= f64::from(prefix_blocks * EVENT_BLOCK),
+                "the engine served the prefix from its cache: {r:?}"
+            );
         }
     }
 }
