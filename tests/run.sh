@@ -34,4 +34,8 @@ step "cargo test"
 # --show-output: the Slurm tests report the clusters they started and the job ids they ran.
 cargo test -j2 --workspace --locked -- --show-output
 
+step "cargo test: Hugging Face tokenizer support (feature hf)"
+# Off by default (the tokenizers crate is a large build); its tests still run here.
+cargo test -j2 --locked -p cohort-rank -p cohort-router --features cohort-rank/hf,cohort-router/hf --lib
+
 step "all tests passed"

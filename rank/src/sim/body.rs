@@ -6,7 +6,7 @@
 
 use super::engine::{DoneInfo, EngineHandle, Out};
 use super::error::ApiError;
-use super::vocab::Vocab;
+use super::tokenizer::Tokenizer;
 use bytes::Bytes;
 use cohort_router::openai::{
     sse, ChatChunk, ChatChunkChoice, ChatDelta, CompletionChunk, CompletionChunkChoice,
@@ -77,7 +77,7 @@ pub(crate) struct RenderCtx {
     pub id: String,
     pub created: u64,
     pub model: Arc<str>,
-    pub vocab: Arc<Vocab>,
+    pub tokenizer: Arc<Tokenizer>,
     pub return_ids: bool,
     pub include_usage: bool,
     /// Prompt token ids per prompt (kept only with `return_token_ids`).
@@ -215,7 +215,7 @@ impl SseStream {
                 return;
             }
         };
-        let text = self.r.vocab.decode(token);
+        let text = self.r.tokenizer.decode_token(token);
         let first = !std::mem::replace(&mut self.started[idx as usize], true);
         let finish = info.as_ref().map(|i| i.reason);
         let token_ids = self.r.return_ids.then(|| Cow::Owned(vec![token]));
@@ -233,7 +233,7 @@ impl SseStream {
                         model: Cow::Borrowed(&r.model),
                         choices: vec![CompletionChunkChoice {
                             index: idx,
-                            text: Cow::Borrowed(text),
+                            text: Cow::Borrowed(&text),
                             logprobs: None,
                             finish_reason: finish,
                             stop_reason: None,
@@ -269,7 +269,7 @@ impl SseStream {
                 }
                 let delta = ChatDelta {
                     role: None,
-                    content: Some(Cow::Borrowed(text)),
+                    content: Some(Cow::Borrowed(&text)),
                 };
                 let stop = finish.map(|_| None);
                 sse::write_event(buf, &chunk(delta, finish, stop, token_ids))

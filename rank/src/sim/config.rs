@@ -7,8 +7,10 @@ use super::hardware::{self, Hardware};
 use super::model::{Dtype, ModelSpec};
 use super::scheduler::SchedConfig;
 use super::timing::{TimingConfig, TimingModel};
+use super::tokenizer::Tokenizer;
 use super::SimError;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The role of an instance in disaggregated serving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -60,7 +62,9 @@ pub struct SimArgs {
     /// `--model-dir`, the name to serve it under.
     #[arg(long, default_value = "llama-3.1-8b")]
     pub model: String,
-    /// A Hugging Face model directory: its `config.json` gives the architecture.
+    /// A Hugging Face model directory: its `config.json` gives the architecture, and its
+    /// `tokenizer.json`, if any, the tokenizer (needs the `hf` feature; default: the
+    /// built-in vocabulary).
     #[arg(long)]
     pub model_dir: Option<PathBuf>,
     /// Name requests must give as `model` (default: `--model`).
@@ -171,6 +175,8 @@ pub struct SimConfig {
     pub served_name: String,
     /// Model facts.
     pub model: ModelSpec,
+    /// Turns prompt text into ids and output ids into text.
+    pub tokenizer: Arc<Tokenizer>,
     /// Hardware row.
     pub hardware: Hardware,
     /// Timing model.
@@ -211,6 +217,7 @@ impl SimArgs {
                 ..ModelSpec::preset(&self.model)?
             },
         };
+        let tokenizer = Arc::new(Tokenizer::load(self.model_dir.as_deref(), model.vocab)?);
         let hw = *hardware::lookup(&self.hardware).ok_or_else(|| {
             bad(
                 "--hardware",
@@ -353,6 +360,7 @@ impl SimArgs {
                 kv_events: self.kv_events_port.is_some(),
             },
             model,
+            tokenizer,
             hardware: hw,
             timing,
             speedup: self.speedup.0,

@@ -7,7 +7,8 @@ use super::disagg::{self, PullRequest, PULL_PATH};
 use super::engine::{EngineHandle, EngineIdentity, Out, RemoteSpec, Submission};
 use super::error::ApiError;
 use super::metrics::HttpStats;
-use super::vocab::{Sampler, Vocab};
+use super::tokenizer::Tokenizer;
+use super::vocab::Sampler;
 use bytes::Bytes;
 use cohort_router::openai::{
     ChatChoice, ChatCompletionRequest, ChatCompletionResponse, ChatMessageOut, CompletionChoice,
@@ -27,7 +28,7 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub(crate) struct Instance {
     pub cfg: Arc<SimConfig>,
-    pub vocab: Arc<Vocab>,
+    pub tokenizer: Arc<Tokenizer>,
     pub model: Arc<str>,
     pub engine: EngineHandle,
     pub http: Arc<HttpStats>,
@@ -137,7 +138,7 @@ async fn route(inst: &Arc<Instance>, req: Request<Incoming>) -> Result<Response<
                 })
                 .collect();
             let prompt = inst
-                .vocab
+                .tokenizer
                 .encode_chat(texts.iter().map(|(r, c)| (r.as_str(), c.as_str())));
             let p = Prepared {
                 api: Api::Chat,
@@ -216,15 +217,15 @@ fn check_model(inst: &Instance, model: &str) -> Result<(), ApiError> {
 
 fn completion_prompts(inst: &Instance, prompt: Prompt) -> Result<Vec<Vec<u32>>, ApiError> {
     let prompts = match prompt {
-        Prompt::Text(t) => vec![inst.vocab.encode(&t)],
-        Prompt::Texts(ts) => ts.iter().map(|t| inst.vocab.encode(t)).collect(),
+        Prompt::Text(t) => vec![inst.tokenizer.encode(&t)],
+        Prompt::Texts(ts) => ts.iter().map(|t| inst.tokenizer.encode(t)).collect(),
         Prompt::Tokens(ids) => vec![ids],
         Prompt::TokenBatch(b) => b,
     };
     if prompts.is_empty() {
         return Err(ApiError::bad_request("`prompt` must not be an empty list").param("prompt"));
     }
-    let size = inst.vocab.size();
+    let size = inst.tokenizer.size();
     for p in &prompts {
         if p.is_empty() {
             return Err(ApiError::bad_request("The prompt cannot be empty").param("prompt"));
@@ -322,7 +323,7 @@ async fn serve(inst: &Arc<Instance>, p: Prepared) -> Result<Response<Body>, ApiE
             ))
             .param("min_tokens"));
         }
-        let sampler = Sampler::new(p.seed, prompt);
+        let sampler = Sampler::new(p.seed, prompt).over(inst.tokenizer.output_range());
         let stop_at = if p.ignore_eos {
             None
         } else {
@@ -374,7 +375,7 @@ async fn serve(inst: &Arc<Instance>, p: Prepared) -> Result<Response<Body>, ApiE
         id,
         created: unix_now(),
         model: inst.model.clone(),
-        vocab: inst.vocab.clone(),
+        tokenizer: inst.tokenizer.clone(),
         return_ids: p.return_ids,
         include_usage: p.include_usage,
         prompts,
@@ -422,7 +423,7 @@ async fn collect(
         }
     }
     guard.disarm();
-    let text = |t: &[u32]| t.iter().map(|&id| ctx.vocab.decode(id)).collect::<String>();
+    let text = |t: &[u32]| ctx.tokenizer.decode(t);
     let kv = infos
         .iter_mut()
         .flatten()

@@ -7,9 +7,10 @@
 //! eviction, preemption by recompute). Output tokens are deterministic per request.
 //!
 //! Entry points: [`SimArgs`] (clap) → [`SimArgs::resolve`] → [`SimServer::start`], or
-//! [`run`] / [`run_blocking`] for the whole command. It does not load weights, run
-//! kernels or tokenise with a real tokenizer: the built-in vocabulary stands in
-//! (see [`vocab`]). `docs/sim.md` states the timing formulas and their defaults.
+//! [`run`] / [`run_blocking`] for the whole command. It does not load weights or run
+//! kernels. Text is tokenised with the model's `tokenizer.json` (`--model-dir`, feature
+//! `hf`), else the built-in vocabulary stands in (see [`tokenizer`], [`vocab`]).
+//! `docs/sim.md` states the timing formulas and their defaults.
 
 mod blocks;
 mod body;
@@ -25,6 +26,7 @@ pub mod model;
 pub mod scheduler;
 mod server;
 pub mod timing;
+pub mod tokenizer;
 pub mod vocab;
 
 #[cfg(test)]
@@ -66,6 +68,15 @@ pub enum SimError {
         /// The ZMQ error.
         message: String,
     },
+    /// The model's `tokenizer.json` could not be read or parsed.
+    #[error("cannot load the tokenizer `{}`", path.display())]
+    Tokenizer {
+        /// The `tokenizer.json`.
+        path: std::path::PathBuf,
+        /// Why (the `tokenizers` crate's error).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The async runtime could not be built or a signal handler installed.
     #[error("cannot start the runtime")]
     Runtime(#[source] std::io::Error),
@@ -76,14 +87,16 @@ pub enum SimError {
 pub async fn run(args: SimArgs) -> Result<(), SimError> {
     let cfg = args.resolve()?;
     let summary = format!(
-        "model `{}` on {} × TP{}: {} KV blocks of {} tokens, max_model_len {}, speedup {}",
+        "model `{}` on {} × TP{}: {} KV blocks of {} tokens, max_model_len {}, speedup {}, \
+         tokenizer {}",
         cfg.served_name,
         cfg.hardware.name,
         cfg.tp,
         cfg.sched.num_blocks,
         cfg.sched.block_size,
         cfg.sched.max_model_len,
-        cfg.speedup
+        cfg.speedup,
+        cfg.tokenizer.describe()
     );
     let role = cfg.role;
     // Handlers go in before the `listening` lines: whoever reads those lines may signal

@@ -7,7 +7,6 @@ use super::engine::{self, EngineIdentity};
 use super::events::Publisher;
 use super::http::{self, Instance};
 use super::metrics::HttpStats;
-use super::vocab::Vocab;
 use super::SimError;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -43,7 +42,6 @@ impl SimServer {
         let cfg = Arc::new(cfg);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let vocab = Arc::new(Vocab::new(cfg.model.vocab));
         let model: Arc<str> = Arc::from(cfg.served_name.as_str());
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -88,7 +86,7 @@ impl SimServer {
             );
             let inst = Arc::new(Instance {
                 cfg: cfg.clone(),
-                vocab: vocab.clone(),
+                tokenizer: cfg.tokenizer.clone(),
                 model: model.clone(),
                 engine: handle,
                 http: http_stats,

@@ -334,10 +334,19 @@ impl Vocab {
     /// Token ids of a chat: each message as `<|role|> content <|end|>`, then the
     /// assistant's header (the generation prompt).
     pub fn encode_chat<'a>(&self, messages: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<u32> {
+        Self::wrap_chat(messages, |content, out| self.encode_into(content, out))
+    }
+
+    /// The chat template of [`Vocab::encode_chat`], with `encode` for the contents (so
+    /// another tokenizer can share the role markers).
+    pub fn wrap_chat<'a>(
+        messages: impl Iterator<Item = (&'a str, &'a str)>,
+        mut encode: impl FnMut(&str, &mut Vec<u32>),
+    ) -> Vec<u32> {
         let mut out = Vec::new();
         for (role, content) in messages {
             out.push(role_token(role));
-            self.encode_into(content, &mut out);
+            encode(content, &mut out);
             out.push(ROLE_BASE + 15);
         }
         out.push(role_token("assistant"));
@@ -378,23 +387,37 @@ static SPACED: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new
 #[derive(Debug, Clone, Copy)]
 pub struct Sampler {
     seed: u64,
+    /// Output tokens are ids in `0..range` (default: the words of [`WORDS`]).
+    range: u32,
 }
 
 impl Sampler {
-    /// A sampler for a request with an explicit `seed`, or one derived from its prompt.
+    /// A sampler for a request with an explicit `seed`, or one derived from its prompt,
+    /// over the built-in vocabulary's words.
     pub fn new(seed: Option<u64>, prompt: &[u32]) -> Self {
         let seed = seed.unwrap_or_else(|| {
             prompt
                 .iter()
                 .fold(0x5151_5151u64, |h, &t| mix(h ^ t as u64))
         });
-        Sampler { seed }
+        Sampler {
+            seed,
+            range: WORDS.len() as u32,
+        }
+    }
+
+    /// The same sampler over ids `0..range` (a model tokenizer's vocabulary; at least 1).
+    pub fn over(self, range: u32) -> Self {
+        Sampler {
+            range: range.max(1),
+            ..self
+        }
     }
 
     /// The `i`-th output token (never [`EOS`]).
     #[inline]
     pub fn token(&self, i: u32) -> u32 {
-        (mix(self.seed ^ ((i as u64) << 32 | 0xA5A5)) % WORDS.len() as u64) as u32
+        (mix(self.seed ^ ((i as u64) << 32 | 0xA5A5)) % self.range as u64) as u32
     }
 
     /// How many tokens this request generates before an end-of-sequence token would
