@@ -312,6 +312,11 @@ impl Frontend {
 /// on stderr.
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let settings = args.resolve(|k| std::env::var(k).ok())?;
+    // Handlers go in before the URL is printed: whoever reads that line may signal at
+    // once, and a TERM before the handler exists would kill the frontend uncleanly.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(ServeError::Runtime)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Runtime)?;
     let fe = Frontend::start(settings).await?;
     let log = fe.sh.log;
     let policy = fe.sh.policy.name();
@@ -325,10 +330,8 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
             fe.sh.tokenizer.name()
         ),
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(ServeError::Runtime)?;
     tokio::select! {
-        r = tokio::signal::ctrl_c() => r.map_err(ServeError::Runtime)?,
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     fe.shutdown().await;
