@@ -33,4 +33,4 @@ pub mod testserver;
 pub use args::BenchArgs;
 pub use error::BenchError;
 pub use settings::Settings;
-pub use sweep::{run, run_cli, sweep_points, BenchOutcome};
+pub use sweep::{run, run_cli, run_draining, sweep_points, BenchOutcome};

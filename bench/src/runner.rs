@@ -74,6 +74,9 @@ pub(crate) struct PointCtx {
     pub(crate) warmup: u64,
     pub(crate) ramp_up: Option<Duration>,
     pub(crate) slo: Slo,
+    /// Cuts requests in flight. A stop (the `stop` of [`run_point`]) only ends issuing;
+    /// this ends what was issued, at once or after a drain grace the caller chooses.
+    pub(crate) cut: CancellationToken,
 }
 
 /// What a point measured.
@@ -150,6 +153,7 @@ pub(crate) async fn run_point(
         tracker: tracker.clone(),
         rec_tx,
         stop: stop.clone(),
+        cut: ctx.cut.clone(),
         origin,
         issued: issued.clone(),
         total,
@@ -204,6 +208,7 @@ pub(crate) async fn run_point(
                         if let Err(e) = sink.record(&rec) {
                             // Stop issuing; report the error once everything is reaped.
                             stop.cancel();
+                            ctx.cut.cancel();
                             sink_error = Some(e);
                         }
                     }
@@ -217,6 +222,7 @@ pub(crate) async fn run_point(
                     let cpu = cpu0.zip(process_cpu_seconds()).map(|(a, b)| b - a);
                     if let Err(e) = sink.checkpoint(&acc, cpu) {
                         stop.cancel();
+                        ctx.cut.cancel();
                         sink_error = Some(e);
                     }
                 }
@@ -260,6 +266,7 @@ struct Dispatch {
     tracker: TaskTracker,
     rec_tx: mpsc::UnboundedSender<RequestRecord>,
     stop: CancellationToken,
+    cut: CancellationToken,
     origin: Instant,
     issued: Arc<AtomicU64>,
     total: Option<u64>,
@@ -284,6 +291,7 @@ impl Dispatch {
         let client = self.client.clone();
         let tx = self.rec_tx.clone();
         let stop = self.stop.clone();
+        let cut = self.cut.clone();
         let origin = self.origin;
         let meta = RecordMeta {
             index,
@@ -301,7 +309,7 @@ impl Dispatch {
                     },
                     Gate::Open => None,
                 };
-                let rec = client.send(req, meta, origin, &stop).await;
+                let rec = client.send(req, meta, origin, &cut).await;
                 let _ = tx.send(rec);
             },
             handle,

@@ -68,6 +68,17 @@ pub fn sweep_points(load: &Load) -> Vec<PointSpec> {
 /// result is [`BenchError::Interrupted`]). This is what `cohort launch` calls in batch
 /// mode, on its own runtime and with its own stop token.
 pub async fn run(settings: &Settings, stop: CancellationToken) -> Result<BenchOutcome, BenchError> {
+    run_draining(settings, stop.clone(), stop).await
+}
+
+/// [`run`] with a drain: cancelling `stop` ends issuing requests, and those in flight
+/// finish until `cut` is cancelled too (`cohort launch` gives them a grace period).
+/// The points finished are written in full, the one in progress marked partial.
+pub async fn run_draining(
+    settings: &Settings,
+    stop: CancellationToken,
+    cut: CancellationToken,
+) -> Result<BenchOutcome, BenchError> {
     let specs = sweep_points(&settings.load);
     let pool = match &settings.load {
         Load::Closed { concurrencies } => concurrencies.iter().copied().max().unwrap_or(1) as usize,
@@ -109,6 +120,7 @@ pub async fn run(settings: &Settings, stop: CancellationToken) -> Result<BenchOu
         warmup: settings.warmup,
         ramp_up: settings.ramp_up,
         slo: settings.slo,
+        cut,
     };
     let mut reporter = Reporter::new(
         &settings.output,

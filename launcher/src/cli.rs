@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a recipe on every node of an allocation (`srun cohort launch --recipe R`)
-    Launch(commands::Pending),
+    Launch(crate::launch::LaunchArgs),
     /// Show where a recipe's engine instances would be placed, without starting anything
     Plan(commands::plan::PlanArgs),
     /// Benchmark any OpenAI-compatible endpoint
@@ -53,7 +53,7 @@ const EXIT_UNAVAILABLE: u8 = 2;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let name = match cli.command {
-        Command::Launch(_) => "launch",
+        Command::Launch(args) => return crate::launch::run(&args),
         Command::Plan(args) => return report(commands::plan::run(&args)),
         Command::Bench(args) => {
             return report(

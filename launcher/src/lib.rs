@@ -9,5 +9,6 @@
 
 pub mod cli;
 mod commands;
+mod launch;
 pub mod plan;
 pub mod recipe;

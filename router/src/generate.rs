@@ -8,7 +8,7 @@
 
 use crate::disagg::{self, AbortOnDrop, DecodeSide, PrefillCtx};
 use crate::error::{ApiError, ErrorType};
-use crate::metrics::{Disagg, Migration};
+use crate::metrics::{Disagg, Migration, MigrationRecord};
 use crate::openai::{CompletionRequest, FinishReason, Prompt, StreamOptions, Usage};
 use crate::policy::{least_loaded_pick, random, RouteCtx};
 use crate::registry::{LoadGuard, Role, Worker};
@@ -55,6 +55,8 @@ struct Attempt {
 pub(crate) struct Generation {
     sh: Arc<Shared>,
     pub req: Prepared,
+    /// The response id the client sees (for the migration journal).
+    pub id: String,
     generated: Vec<u32>,
     attempt: Option<Attempt>,
     excluded: Vec<WorkerId>,
@@ -74,6 +76,7 @@ impl Generation {
         Generation {
             sh,
             req,
+            id: String::new(),
             generated: Vec::new(),
             attempt: None,
             excluded: Vec::new(),
@@ -263,8 +266,18 @@ impl Generation {
             tokio::time::sleep(delay).await;
             return Ok(());
         }
+        let from = worker
+            .as_ref()
+            .map_or(String::new(), |w| w.spec.url.clone());
+        let record = |outcome| MigrationRecord {
+            request: self.id.clone(),
+            from: from.clone(),
+            tokens: self.generated.len() as u32,
+            outcome,
+        };
         if self.migrations >= self.sh.settings.max_migrations {
             self.sh.metrics.migration(Migration::Exhausted);
+            self.sh.metrics.journal_migration(record("exhausted"));
             return Err(ApiError::new(
                 ErrorType::BadGateway,
                 format!(
@@ -276,6 +289,7 @@ impl Generation {
         }
         self.migrations += 1;
         self.sh.metrics.migration(Migration::Resumed);
+        self.sh.metrics.journal_migration(record("resumed"));
         self.sh.log.write(
             LogLevel::Info,
             format_args!(

@@ -141,7 +141,25 @@ pub struct Metrics {
     retries: AtomicU64,
     migrations: [AtomicU64; 2],
     disagg: [AtomicU64; 3],
+    journal: std::sync::Mutex<Vec<MigrationRecord>>,
 }
+
+/// One stream moved (or failing to move) to another worker: which request, from where,
+/// after how many tokens. The launcher puts these in a job's results.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MigrationRecord {
+    /// The response id the client saw (`cmpl-cohort-…`, `chatcmpl-cohort-…`).
+    pub request: String,
+    /// The worker whose stream broke.
+    pub from: String,
+    /// Tokens generated before it broke.
+    pub tokens: u32,
+    /// `resumed` or `exhausted`.
+    pub outcome: &'static str,
+}
+
+/// Migrations kept in [`Metrics::migration_journal`]; later ones are only counted.
+pub const JOURNAL_CAP: usize = 10_000;
 
 impl Metrics {
     /// Counts a finished request.
@@ -197,6 +215,22 @@ impl Metrics {
     /// Counts a migration attempt's outcome.
     pub fn migration(&self, m: Migration) {
         self.migrations[m as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Records a migration with its request (bounded by [`JOURNAL_CAP`]).
+    pub fn journal_migration(&self, record: MigrationRecord) {
+        let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+        if j.len() < JOURNAL_CAP {
+            j.push(record);
+        }
+    }
+
+    /// The migrations recorded so far, in order.
+    pub fn migration_journal(&self) -> Vec<MigrationRecord> {
+        self.journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Migrations with outcome `m` so far.

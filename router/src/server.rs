@@ -271,6 +271,7 @@ async fn generate(
     };
     let stream = prepared.stream;
     let mut gen = Generation::new(sh.clone(), prepared);
+    gen.id.clone_from(&renderer.id);
     // The first piece before answering: errors until then (no worker, the engine refused
     // the request, retries exhausted) get their proper HTTP status.
     let first = match gen.next().await {

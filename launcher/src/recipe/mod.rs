@@ -3,9 +3,9 @@
 //! values are errors with the file, line, column, key, value and a suggestion.
 //!
 //! The format is documented in `docs/planner.md`; `cohort recipe check FILE` runs
-//! [`load`]. `[bench]` and `[slurm]` are reserved for the benchmark and launch work and
-//! accept no keys yet.
+//! [`load`]. `[bench]` is the batch job's benchmark ([`bench`]).
 
+pub mod bench;
 mod error;
 
 use std::collections::BTreeMap;
@@ -30,9 +30,9 @@ pub struct Recipe {
     pub engine: Engine,
     /// How instances are shaped and placed.
     pub deploy: Deploy,
-    /// Reserved for the benchmark plan; takes no keys yet.
+    /// The benchmark a batch job runs (`cohort launch` without `--serve`).
     #[serde(default)]
-    pub bench: Option<Reserved>,
+    pub bench: Option<bench::Bench>,
     /// Reserved for `sbatch` settings; takes no keys yet.
     #[serde(default)]
     pub slurm: Option<Reserved>,

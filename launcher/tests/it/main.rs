@@ -6,6 +6,7 @@
 
 mod cli;
 mod fixtures;
+mod launch;
 mod plan;
 mod recipe;
 mod serve;

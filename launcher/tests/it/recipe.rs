@@ -54,8 +54,8 @@ fn recipe_error_messages() {
         ("wrong_type", shipped().replace("gpus = 4", "gpus = \"4\"")),
         ("impossible_tp", shipped().replace("tp = 8", "tp = 3")),
         (
-            "reserved_table",
-            format!("{}\n[bench]\nrate = 3\n", shipped()),
+            "bench_typo",
+            format!("{}\n[bench]\nconcurency = [1, 8]\n", shipped()),
         ),
     ];
     let mut all = String::new();

@@ -1,0 +1,293 @@
+//! Every rank's part: join rank 0, start this rank's instances of the plan under the
+//! supervisor, report them (up, exited with log tail, failed), and stop them when told
+//! — or on its own when rank 0 is gone or a second signal arrives.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use cohort_rank::bootstrap::{Backoff, Method};
+use cohort_rank::control::proto::agent_message::Kind;
+use cohort_rank::control::proto::coordinator_message;
+use cohort_rank::control::proto::{Failed, InstanceDown, InstanceExited, InstanceUp, JoinRequest};
+use cohort_rank::control::{Agent, Session};
+use cohort_rank::engine::{InstanceEvent, Supervisor, SupervisorConfig};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::args::Launch;
+use super::node::{self, NodeInfo};
+use super::rank0::Published;
+use super::signals::Signals;
+use super::wire::{Assigned, WirePlan};
+use super::{Ending, EndingExt as _, Failure};
+
+/// A rank other than 0: its agent is the whole process.
+pub(crate) async fn run_rank(launch: &Launch) -> Result<Ending, Failure> {
+    if launch.boot.method == Method::Local {
+        // A local rank must not outlive the rank 0 that started it (which may be killed
+        // outright): TERM then runs the same clean stop as any other.
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+            .context("cannot ask to be told when rank 0 exits")
+            .ending(Ending::Bootstrap)?;
+    }
+    let mut signals = Signals::install()
+        .context("cannot install signal handlers")
+        .ending(Ending::Bootstrap)?;
+    let info = node::describe(launch).ending(Ending::Preflight)?;
+    let url = format!(
+        "http://{}:{}",
+        launch.boot.rendezvous.host, launch.boot.rendezvous.port
+    );
+    run(launch, info, &url, Some(&mut signals)).await
+}
+
+/// Joins the coordinator at `url` and serves this rank's instances until stopped.
+/// `signals` is `None` for rank 0's own agent (rank 0 handles its signals itself).
+pub(crate) async fn run(
+    launch: &Launch,
+    info: NodeInfo,
+    url: &str,
+    mut signals: Option<&mut Signals>,
+) -> Result<Ending, Failure> {
+    let boot = &launch.boot;
+    let joining = async {
+        let mut agent = Agent::connect(url, &boot.token, boot.rank, Backoff::default()).await?;
+        let reply = agent
+            .join(JoinRequest {
+                rank: boot.rank,
+                size: boot.size,
+                hostname: info.node.hostname.clone(),
+                topology_json: serde_json::to_string(&info)?,
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .await?;
+        let published: Published = serde_json::from_slice(&reply.plan_json)
+            .context("rank 0's plan cannot be read (is every rank the same cohort build?)")?;
+        let plan = match (published.plan, published.abort) {
+            (Some(plan), _) => plan,
+            (None, reason) => anyhow::bail!(
+                "rank 0 ended the job before it had a plan: {}",
+                reason.unwrap_or_default()
+            ),
+        };
+        let session = agent
+            .session(Duration::from_millis(u64::from(
+                reply.heartbeat_interval_ms.max(100),
+            )))
+            .await?;
+        anyhow::Ok((plan, session))
+    };
+    let (plan, mut session) = tokio::select! {
+        r = joining => r.ending(Ending::Bootstrap)?,
+        name = next_signal(&mut signals) => {
+            launch.say(format_args!("{name} before the plan arrived: leaving"));
+            return Ok(Ending::Stopped);
+        }
+    };
+    let mine: Vec<Assigned> = plan
+        .instances
+        .iter()
+        .filter(|a| a.rank == boot.rank)
+        .cloned()
+        .collect();
+    if let Err(e) = preflight(&plan, &info, &mine) {
+        let _ = session.send(Kind::Failed(Failed {
+            stage: "preflight".into(),
+            message: format!("{e:#}"),
+        }));
+        return wait_for_stop(launch, &mut session, signals).await;
+    }
+    let mut config = SupervisorConfig::new(
+        plan.results.join("logs").join(&info.node.hostname),
+        launch.env.clone().into_iter().collect(),
+    );
+    config.stop_grace = Duration::from_millis(plan.stop_grace_ms);
+    config.numactl = which("numactl", &launch.env);
+    let engine = plan.engine.build(launch.exe.clone()).build();
+    let (supervisor, events) = Supervisor::new(engine, config);
+    for a in &mine {
+        if let Err(e) = supervisor.start(a.spec.clone()).await {
+            let _ = session.send(Kind::Failed(Failed {
+                stage: "engine-start".into(),
+                message: format!("{:#}", anyhow!(e)),
+            }));
+            break;
+        }
+    }
+    let ending = supervise(launch, &mut session, &supervisor, events, &mut signals).await;
+    supervisor.shutdown().await;
+    Ok(ending)
+}
+
+/// Relays instance events and obeys commands until told to stop (or rank 0 is gone).
+async fn supervise(
+    launch: &Launch,
+    session: &mut Session,
+    supervisor: &Supervisor,
+    mut events: UnboundedReceiver<InstanceEvent>,
+    signals: &mut Option<&mut Signals>,
+) -> Ending {
+    // After a first signal a rank waits for rank 0's stop, but not forever.
+    let mut own_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let deadline = async {
+            match own_deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(event) = events.recv() => {
+                if let Some(kind) = relay(&event) {
+                    let _ = session.send(kind);
+                }
+            }
+            command = session.next_command() => match command {
+                Ok(Some(c)) => match c.kind {
+                    Some(coordinator_message::Kind::Stop(stop)) if stop.instances.is_empty() => {
+                        return Ending::Completed;
+                    }
+                    Some(coordinator_message::Kind::Stop(stop)) => {
+                        for i in stop.instances {
+                            supervisor.stop(&i).await;
+                        }
+                    }
+                    Some(coordinator_message::Kind::Drain(_) | coordinator_message::Kind::Start(_))
+                    | None => {}
+                },
+                Ok(None) | Err(_) => {
+                    if !launch.boot.is_rank0() {
+                        launch.say("rank 0 is gone: stopping this rank's engines");
+                    }
+                    return Ending::RankLost;
+                }
+            },
+            name = next_signal(signals) => {
+                let n = signals.as_ref().map_or(0, |s| s.received());
+                if n >= 2 {
+                    launch.say(format_args!("{name} again: stopping at once"));
+                    return Ending::Stopped;
+                }
+                let wait = launch.drain_grace + launch.stop_grace + Duration::from_secs(5);
+                launch.say(format_args!(
+                    "{name}: waiting up to {}s for rank 0 to stop the job",
+                    wait.as_secs()
+                ));
+                own_deadline = Some(tokio::time::Instant::now() + wait);
+            }
+            () = deadline => {
+                launch.say("rank 0 did not stop the job in time: stopping this rank's engines");
+                return Ending::Stopped;
+            }
+        }
+    }
+}
+
+/// Waits for the stop after this rank failed (rank 0 ends the job on the failure).
+async fn wait_for_stop(
+    launch: &Launch,
+    session: &mut Session,
+    mut signals: Option<&mut Signals>,
+) -> Result<Ending, Failure> {
+    let bound = launch.join_timeout;
+    tokio::select! {
+        _ = session.next_command() => {}
+        _ = next_signal(&mut signals) => {}
+        () = tokio::time::sleep(bound) => {}
+    }
+    Ok(Ending::Preflight)
+}
+
+async fn next_signal(signals: &mut Option<&mut Signals>) -> &'static str {
+    match signals {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The control-plane message for a supervisor event (`Started` stays local).
+fn relay(event: &InstanceEvent) -> Option<Kind> {
+    Some(match event {
+        InstanceEvent::Started { .. } => return None,
+        InstanceEvent::Ready {
+            instance,
+            endpoints,
+        } => Kind::InstanceUp(InstanceUp {
+            instance: instance.clone(),
+            url: endpoints.url.clone(),
+            metrics_url: endpoints.metrics_url.clone().unwrap_or_default(),
+            kv_events_url: endpoints.kv_events_url.clone().unwrap_or_default(),
+        }),
+        InstanceEvent::NotReady {
+            instance,
+            deadline,
+            last_probe,
+            log_tail,
+        } => Kind::InstanceExited(InstanceExited {
+            instance: instance.clone(),
+            code: None,
+            signal: None,
+            was_ready: false,
+            log_tail: format!(
+                "not ready after {:.0?} (last probe: {last_probe}); stopped\n{log_tail}",
+                deadline
+            ),
+        }),
+        InstanceEvent::Exited {
+            instance,
+            exit,
+            was_ready,
+            log_tail,
+        } => Kind::InstanceExited(InstanceExited {
+            instance: instance.clone(),
+            code: exit.code,
+            signal: exit.signal,
+            was_ready: *was_ready,
+            log_tail: log_tail.clone(),
+        }),
+        InstanceEvent::Stopped { instance, stopped } => Kind::InstanceDown(InstanceDown {
+            instance: instance.clone(),
+            reason: format!(
+                "stopped ({}{})",
+                stopped.exit,
+                if stopped.escalated {
+                    ", killed after the grace period"
+                } else {
+                    ""
+                }
+            ),
+        }),
+    })
+}
+
+/// This rank's checks before it starts anything: the log directory is writable and
+/// every port its instances need is free on its address.
+fn preflight(plan: &WirePlan, info: &NodeInfo, mine: &[Assigned]) -> anyhow::Result<()> {
+    let logs = plan.results.join("logs").join(&info.node.hostname);
+    std::fs::create_dir_all(&logs)
+        .with_context(|| format!("cannot create the log directory `{}`", logs.display()))?;
+    for a in mine {
+        let ports = std::iter::once(a.spec.port).chain(a.spec.kv_events_port);
+        for port in ports {
+            TcpListener::bind((info.address, port)).with_context(|| {
+                format!(
+                    "instance `{}` needs port {port} on {} (node `{}`), which is taken; \
+                     stop what holds it or change `deploy.base_port`",
+                    a.spec.id, info.address, info.node.hostname
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// `program` on the environment's `PATH`.
+fn which(
+    program: &str,
+    env: &std::collections::BTreeMap<String, String>,
+) -> Option<std::path::PathBuf> {
+    let path = env.get("PATH")?;
+    std::env::split_paths(path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}

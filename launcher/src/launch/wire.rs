@@ -1,0 +1,237 @@
+//! The plan as rank 0 publishes it to every rank: the job's results directory, the
+//! engine, and each instance with the rank that starts it — everything a rank needs,
+//! so that no rank re-derives what rank 0 decided.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use cohort_rank::engine::{self, InstanceSpec};
+use serde::{Deserialize, Serialize};
+
+use super::args::EngineChoice;
+use super::node::NodeInfo;
+use crate::plan::{Plan, Role};
+use crate::recipe::{EngineKind, Recipe, RoleArgs};
+
+/// The published plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WirePlan {
+    /// The job id (Slurm's, or `local-…`).
+    pub(crate) job: String,
+    /// The job's results directory; ranks put engine logs under `logs/<node>/`.
+    pub(crate) results: PathBuf,
+    /// The engine of every instance.
+    pub(crate) engine: WireEngine,
+    /// TERM → KILL grace for engines, milliseconds.
+    pub(crate) stop_grace_ms: u64,
+    /// Every instance, with the rank that starts it.
+    pub(crate) instances: Vec<Assigned>,
+}
+
+/// The engine, as ranks build it (each with its own path to the cohort binary).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum WireEngine {
+    Sim { hardware: String, speedup: String },
+}
+
+impl WireEngine {
+    pub(crate) fn from_choice(c: &EngineChoice) -> Self {
+        match c {
+            EngineChoice::Sim { hardware, speedup } => Self::Sim {
+                hardware: hardware.clone(),
+                speedup: speedup.clone(),
+            },
+        }
+    }
+
+    /// The engine adapter on this rank.
+    pub(crate) fn build(&self, exe: PathBuf) -> engine::EngineConfig {
+        match self {
+            Self::Sim { hardware, speedup } => {
+                let mut sim = engine::sim::SimEngine::new(exe);
+                sim.hardware.clone_from(hardware);
+                sim.speedup.clone_from(speedup);
+                engine::EngineConfig::Sim(sim)
+            }
+        }
+    }
+}
+
+/// One instance and who starts it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Assigned {
+    /// The rank on the instance's first node (its leader).
+    pub(crate) rank: u32,
+    /// That node's name.
+    pub(crate) node: String,
+    /// Other nodes it spans (multi-node instances).
+    #[serde(default)]
+    pub(crate) followers: Vec<String>,
+    /// For a prefill instance: the decode instances it feeds.
+    #[serde(default)]
+    pub(crate) feeds: Vec<String>,
+    pub(crate) spec: InstanceSpec,
+}
+
+/// Why the plan cannot be laid onto the ranks.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WireError {
+    #[error("instance `{instance}` is placed on node `{node}`, which no rank plays")]
+    NoRank { instance: String, node: String },
+    #[error("the ports of node address {address} run out: {count} instances from port {base} with a stride of {stride} pass 65535; lower `deploy.base_port` or `deploy.port_stride`")]
+    Ports {
+        address: IpAddr,
+        count: usize,
+        base: u16,
+        stride: u16,
+    },
+}
+
+/// The published plan for `plan` on the ranks that joined (`nodes[rank]`).
+pub(crate) fn build(
+    plan: &Plan,
+    nodes: &[NodeInfo],
+    recipe: &Recipe,
+    engine: &EngineChoice,
+    job: &str,
+    results: PathBuf,
+    stop_grace_ms: u64,
+) -> Result<WirePlan, WireError> {
+    let rank_of: BTreeMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(r, n)| (n.node.hostname.as_str(), r))
+        .collect();
+    let ports = unique_ports(plan, nodes, recipe, &rank_of)?;
+    let mut instances = Vec::with_capacity(plan.instances.len());
+    for (i, inst) in plan.instances.iter().enumerate() {
+        let leader = &inst.shards[0];
+        let rank = *rank_of
+            .get(leader.node.as_str())
+            .ok_or_else(|| WireError::NoRank {
+                instance: inst.id.clone(),
+                node: leader.node.clone(),
+            })?;
+        let info = &nodes[rank];
+        let (args, env) = engine_args(recipe, inst.role, engine);
+        let shape = match inst.role {
+            Role::Prefill => recipe.deploy.prefill.as_ref(),
+            Role::Decode => recipe.deploy.decode.as_ref(),
+            Role::Aggregated => recipe.deploy.aggregated.as_ref(),
+        };
+        let port = ports[i];
+        instances.push(Assigned {
+            rank: rank as u32,
+            node: leader.node.clone(),
+            followers: inst.shards[1..].iter().map(|s| s.node.clone()).collect(),
+            feeds: inst.feeds.clone(),
+            spec: InstanceSpec {
+                id: inst.id.clone(),
+                role: match inst.role {
+                    Role::Prefill => engine::Role::Prefill,
+                    Role::Decode => engine::Role::Decode,
+                    Role::Aggregated => engine::Role::Aggregated,
+                },
+                host: info.address.to_string(),
+                port,
+                kv_events_port: Some(port + 1),
+                gpus: leader.gpus.clone(),
+                // An emulated node's CPUs and NUMA nodes are not this machine's.
+                cpus: (!info.emulated).then(|| leader.cpus.clone()),
+                mem_nodes: if info.emulated {
+                    Vec::new()
+                } else {
+                    leader.mem_nodes.clone()
+                },
+                model: recipe.model.name.clone(),
+                tp: shape.map_or(inst.gpu_count() as u32, |s| s.tp()),
+                nvlink_domain: inst.domain.clone(),
+                extra_args: args,
+                env,
+            },
+        });
+    }
+    Ok(WirePlan {
+        job: job.to_owned(),
+        results,
+        engine: WireEngine::from_choice(engine),
+        stop_grace_ms,
+        instances,
+    })
+}
+
+/// Each instance's HTTP port (its KV events use the next one). The planner gives every
+/// node the same blocks; where several nodes share an address (local runs, emulated
+/// clusters, `mpirun` on one host), the instances on that address are renumbered so
+/// that none collide.
+fn unique_ports(
+    plan: &Plan,
+    nodes: &[NodeInfo],
+    recipe: &Recipe,
+    rank_of: &BTreeMap<&str, usize>,
+) -> Result<Vec<u16>, WireError> {
+    let mut per_address: BTreeMap<IpAddr, Vec<usize>> = BTreeMap::new();
+    for (i, inst) in plan.instances.iter().enumerate() {
+        if let Some(&r) = rank_of.get(inst.shards[0].node.as_str()) {
+            per_address.entry(nodes[r].address).or_default().push(i);
+        }
+    }
+    let mut ports: Vec<u16> = plan.instances.iter().map(|i| i.port).collect();
+    let (base, stride) = (recipe.deploy.base_port, recipe.deploy.port_stride.max(2));
+    for (address, list) in per_address {
+        let nodes_here: std::collections::BTreeSet<&str> = list
+            .iter()
+            .map(|&i| plan.instances[i].shards[0].node.as_str())
+            .collect();
+        if nodes_here.len() < 2 {
+            continue;
+        }
+        for (k, &i) in list.iter().enumerate() {
+            let port = u32::from(base) + k as u32 * u32::from(stride);
+            ports[i] =
+                u16::try_from(port)
+                    .ok()
+                    .filter(|p| *p < u16::MAX)
+                    .ok_or(WireError::Ports {
+                        address,
+                        count: list.len(),
+                        base,
+                        stride,
+                    })?;
+        }
+    }
+    Ok(ports)
+}
+
+/// Arguments and environment of a role's instances. The recipe's engine arguments are
+/// for its own engine: a rehearsal with the simulator (`--engine sim` over a vLLM or
+/// SGLang recipe) leaves them out.
+fn engine_args(
+    recipe: &Recipe,
+    role: Role,
+    engine: &EngineChoice,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let e = &recipe.engine;
+    let own = matches!(engine, EngineChoice::Sim { .. }) == (e.kind == EngineKind::Sim);
+    let role_args: Option<&RoleArgs> = match role {
+        Role::Prefill => e.prefill.as_ref(),
+        Role::Decode => e.decode.as_ref(),
+        Role::Aggregated => e.aggregated.as_ref(),
+    };
+    let mut env = e.env.clone();
+    let mut args = Vec::new();
+    if own {
+        args.extend(e.args.iter().cloned());
+        if let Some(r) = role_args {
+            args.extend(r.args.iter().cloned());
+        }
+    }
+    if let Some(r) = role_args {
+        env.extend(r.env.clone());
+    }
+    (args, env.into_iter().collect())
+}

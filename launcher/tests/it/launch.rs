@@ -1,0 +1,408 @@
+//! `cohort launch --local`: whole jobs on this machine with simulated engines — the
+//! benchmark runs and results are complete; an engine killed mid-benchmark has its
+//! streams migrated; SIGUSR1 gives partial results and exit 3; an engine that fails at
+//! start ends the job fast with its name, node and log; no process is left behind.
+//!
+//! Every job gets a marker in its environment, which its engines inherit: after the job,
+//! no process on the machine may still carry it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::fixtures::{cohort, repo_root, TempDir};
+
+/// A job started in the background, its output going to files.
+struct Job {
+    child: Child,
+    dir: PathBuf,
+    marker: String,
+    started: Instant,
+}
+
+const MARK_VAR: &str = "COHORT_TEST_JOB_MARK";
+
+/// Writes a recipe: 4 emulated HGX H100 nodes, one prefill and one decode instance of 4
+/// GPUs per node, simulated; `engine_args` go to every instance, `bench` is the table.
+fn recipe(dir: &Path, base_port: u16, engine_args: &str, bench: &str) -> PathBuf {
+    let topo = repo_root().join("recipes/topologies/hgx-h100-4nodes.toml");
+    let text = format!(
+        r#"name = "test-disagg"
+
+[model]
+name = "meta-llama/Llama-3.1-8B-Instruct"
+
+[engine]
+kind = "sim"
+args = [{engine_args}]
+
+[deploy]
+mode = "disaggregated"
+topology = "{}"
+base_port = {base_port}
+
+[deploy.prefill]
+gpus = 4
+per_domain = 1
+
+[deploy.decode]
+gpus = 4
+per_domain = 1
+
+[bench]
+{bench}
+"#,
+        topo.display()
+    );
+    let path = dir.join("recipe.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+impl Job {
+    fn start(dir: &Path, recipe: &Path, extra: &[&str]) -> Job {
+        let marker = format!("{}-{}", std::process::id(), dir.display());
+        let out = std::fs::File::create(dir.join("stdout")).unwrap();
+        let err = std::fs::File::create(dir.join("stderr")).unwrap();
+        let child = cohort()
+            .args([
+                "launch",
+                "--local",
+                "4",
+                "--frontend-port",
+                "0",
+                "--results",
+            ])
+            .arg(dir.join("results"))
+            .arg("--recipe")
+            .arg(recipe)
+            .args(["--progress", "lines", "--stop-grace", "2s"])
+            .args(extra)
+            .env(MARK_VAR, &marker)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        Job {
+            child,
+            dir: dir.to_owned(),
+            marker,
+            started: Instant::now(),
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout")).unwrap_or_default()
+    }
+
+    /// The job's results directory (there is one job per test directory).
+    fn results(&self) -> PathBuf {
+        let root = self.dir.join("results");
+        let entries: Vec<PathBuf> = std::fs::read_dir(&root)
+            .map(|it| it.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert_eq!(entries.len(), 1, "one job directory in {}", root.display());
+        entries[0].clone()
+    }
+
+    /// Waits until `events.jsonl` has an event of `kind`, up to `limit`.
+    fn wait_event(&self, kind: &str, limit: Duration) {
+        let needle = format!("\"event\":\"{kind}\"");
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let root = self.dir.join("results");
+            let found = std::fs::read_dir(&root)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    std::fs::read_to_string(e.path().join("events.jsonl"))
+                        .is_ok_and(|t| t.contains(&needle))
+                });
+            if found {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "no `{kind}` event after {limit:?}; stderr:\n{}",
+            self.stderr()
+        );
+    }
+
+    /// Waits for the exit, killing the job (and failing) after `limit`.
+    fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                kill_marked(&self.marker);
+                panic!(
+                    "the job did not end within {limit:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Processes still carrying this job's marker (there must be none after it ends).
+    fn leftovers(&self) -> Vec<u32> {
+        marked(&self.marker)
+    }
+
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -s {signal}");
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        kill_marked(&self.marker);
+    }
+}
+
+/// Pids of the processes whose environment holds `MARK_VAR=marker`.
+fn marked(marker: &str) -> Vec<u32> {
+    let needle = format!("{MARK_VAR}={marker}");
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(env) = std::fs::read(e.path().join("environ")) {
+            if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+fn kill_marked(marker: &str) {
+    for pid in marked(marker) {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+}
+
+/// Waits (bounded) for the marked processes to go: a process the kernel has not reaped
+/// yet may show for a moment after its parent exits.
+fn assert_no_leftovers(job: &Job) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !job.leftovers().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(job.leftovers(), Vec::<u32>::new(), "processes left behind");
+}
+
+/// The pid of a simulated engine by instance id, from `instances.json` and `/proc`.
+fn engine_pid(job: &Job, instance: &str) -> u32 {
+    let wire: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(job.results().join("instances.json")).unwrap(),
+    )
+    .unwrap();
+    let port = wire["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["spec"]["id"] == instance)
+        .map(|a| a["spec"]["port"].as_u64().unwrap())
+        .unwrap();
+    let arg = format!("--port\0{port}\0");
+    marked(&job.marker)
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                c.windows(arg.len()).any(|w| w == arg.as_bytes())
+                    && c.windows(4).any(|w| w == b"sim\0")
+            })
+        })
+        .unwrap_or_else(|| panic!("no process for `{instance}` on port {port}"))
+}
+
+fn summary(job: &Job) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(job.results().join("summary.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn a_local_disaggregated_job_benchmarks_and_leaves_complete_results() {
+    let tmp = TempDir::new("launch-ok");
+    let r = recipe(
+        tmp.path(),
+        31_000,
+        "",
+        "concurrency = [2, 4]\nrequests = 12\ninput_len = 256\noutput_len = 16",
+    );
+    let mut job = Job::start(tmp.path(), &r, &["--speedup", "inf"]);
+    let status = job.wait(Duration::from_secs(120));
+    let err = job.stderr();
+    assert_eq!(status.code(), Some(0), "stderr:\n{err}");
+    eprintln!("local job ended after {:?}", job.started.elapsed());
+    assert!(err.contains("ranks joined 4/4"), "{err}");
+    assert!(err.contains("instances ready 8/8"), "{err}");
+    let results = job.results();
+    for file in [
+        "summary.md",
+        "summary.json",
+        "events.jsonl",
+        "recipe.toml",
+        "topology.json",
+        "plan.json",
+        "plan.svg",
+        "instances.json",
+        "bench/c2.json",
+        "bench/c4.json",
+        "bench/sweep.csv",
+        "bench/pareto.svg",
+        "logs/h100-001/prefill-0.log",
+        "logs/h100-004/decode-3.log",
+    ] {
+        assert!(
+            results.join(file).is_file(),
+            "{file} missing in {}",
+            results.display()
+        );
+    }
+    let s = summary(&job);
+    assert_eq!(s["exit_status"], 0);
+    assert_eq!(s["partial"], false);
+    assert_eq!(s["instances"], 8);
+    let points = s["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    for p in points {
+        assert_eq!(p["completed"], 12, "{p}");
+        assert_eq!(p["failed"], 0, "{p}");
+    }
+    let md = std::fs::read_to_string(results.join("summary.md")).unwrap();
+    assert!(
+        md.contains("completed") && md.contains("Nothing went wrong"),
+        "{md}"
+    );
+    // The benchmark's table is the last thing on stdout.
+    assert!(job.stdout().contains("== summary"), "{}", job.stdout());
+    // Every rank's instances were placed where the plan said, ports unique per address.
+    let wire: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(results.join("instances.json")).unwrap())
+            .unwrap();
+    let mut ports: Vec<u64> = wire["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["spec"]["port"].as_u64().unwrap())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 8, "ports collide: {ports:?}");
+    assert_no_leftovers(&job);
+}
+
+#[test]
+fn an_engine_that_fails_at_start_ends_the_job_fast_naming_it() {
+    let tmp = TempDir::new("launch-badengine");
+    let r = recipe(tmp.path(), 31_100, "\"--no-such-flag\"", "requests = 4");
+    let mut job = Job::start(tmp.path(), &r, &[]);
+    let status = job.wait(Duration::from_secs(60));
+    let err = job.stderr();
+    assert_eq!(status.code(), Some(13), "stderr:\n{err}");
+    assert!(
+        job.started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        job.started.elapsed()
+    );
+    // The instance, its node and its log's last lines.
+    assert!(err.contains("before it was ready"), "{err}");
+    assert!(err.contains("on node `h100-00"), "{err}");
+    assert!(
+        err.contains("--no-such-flag"),
+        "the log tail is shown: {err}"
+    );
+    let s = summary(&job);
+    assert_eq!(s["exit_status"], 13);
+    assert_eq!(s["ending"], "failed: engine start");
+    assert_no_leftovers(&job);
+}
+
+/// A benchmark long enough to act on while it runs: simulated time in real time.
+const LONG_BENCH: &str = "concurrency = [8]\nrequests = 48\ninput_len = 128\noutput_len = 384";
+
+#[test]
+fn an_engine_killed_mid_benchmark_has_its_streams_migrated() {
+    let tmp = TempDir::new("launch-kill");
+    let r = recipe(tmp.path(), 31_200, "", LONG_BENCH);
+    let mut job = Job::start(tmp.path(), &r, &[]);
+    job.wait_event("bench_start", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    let victim = engine_pid(&job, "decode-1");
+    let ok = Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let status = job.wait(Duration::from_secs(120));
+    let err = job.stderr();
+    assert_eq!(status.code(), Some(0), "stderr:\n{err}");
+    let s = summary(&job);
+    let incidents = s["incidents"].to_string();
+    assert!(
+        incidents.contains("decode-1") && incidents.contains("while serving"),
+        "{incidents}"
+    );
+    let migrations = s["migrations"].as_array().unwrap();
+    assert!(!migrations.is_empty(), "no stream migrated: {s}");
+    let ids: Vec<&str> = migrations
+        .iter()
+        .map(|m| m["request"].as_str().unwrap())
+        .collect();
+    eprintln!("migrated after decode-1 was killed: {ids:?}");
+    assert!(
+        ids.iter().all(|id| id.starts_with("cmpl-cohort-")),
+        "{ids:?}"
+    );
+    let point = &s["points"][0];
+    assert_eq!(point["completed"], 48, "{point}");
+    let md = std::fs::read_to_string(job.results().join("summary.md")).unwrap();
+    assert!(md.contains(ids[0]), "{md}");
+    assert_no_leftovers(&job);
+}
+
+#[test]
+fn sigusr1_mid_benchmark_gives_partial_results_and_exit_3() {
+    let tmp = TempDir::new("launch-usr1");
+    let r = recipe(tmp.path(), 31_300, "", LONG_BENCH);
+    let mut job = Job::start(tmp.path(), &r, &["--drain-grace", "1s"]);
+    job.wait_event("bench_start", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    let sent = Instant::now();
+    job.signal("USR1");
+    let status = job.wait(Duration::from_secs(60));
+    let err = job.stderr();
+    assert_eq!(status.code(), Some(3), "stderr:\n{err}");
+    eprintln!("SIGUSR1 to exit: {:?}", sent.elapsed());
+    let s = summary(&job);
+    assert_eq!(s["partial"], true, "{s}");
+    assert_eq!(s["ending"], "stopped early (partial results)");
+    assert_eq!(s["points"][0]["partial"], true, "{s}");
+    let md = std::fs::read_to_string(job.results().join("summary.md")).unwrap();
+    assert!(md.contains("PARTIAL") && md.contains("SIGUSR1"), "{md}");
+    assert_no_leftovers(&job);
+}
