@@ -236,6 +236,18 @@ impl Lead<'_> {
         let mut table = Vec::new();
         let _ = plan::write_table(&mut table, &p);
         launch.say(String::from_utf8_lossy(&table).trim_end());
+        let renumbered = p
+            .instances
+            .iter()
+            .zip(&wire.instances)
+            .any(|(planned, started)| planned.port != started.spec.port);
+        if renumbered {
+            launch.say(format_args!(
+                "ports: several nodes share an address here, so instances were renumbered from \
+                 port {} (see instances.json)",
+                launch.recipe.deploy.base_port
+            ));
+        }
         self.res.event(
             "planned",
             json!({"instances": p.instances.len(), "gpus": p.summary.gpus}),
@@ -506,10 +518,20 @@ impl Lead<'_> {
         let url = self.frontend_url().unwrap_or_default();
         let port = self.frontend.as_ref().map_or(0, |(fe, _)| fe.addr().port());
         let node = &self.launch.boot.node;
+        let reach = if self.launch.boot.method == Method::Local {
+            "  a local run: reachable from this machine only".to_owned()
+        } else {
+            let ip = self
+                .frontend
+                .as_ref()
+                .map_or(String::new(), |(fe, _)| fe.addr().ip().to_string());
+            format!(
+                "  from a login node: ssh -N -L {port}:{ip}:{port} {node}   then use http://localhost:{port}/v1"
+            )
+        };
         self.launch.say(format_args!(
-            "serving `{}` at {url}/v1 (OpenAI-compatible)\n  from a login node: ssh -N -L {port}:{}:{port} {node}   then use http://localhost:{port}/v1\n  stop with Ctrl-C or `scancel`",
+            "serving `{}` at {url}/v1 (OpenAI-compatible)\n{reach}\n  stop with Ctrl-C or `scancel`",
             self.launch.recipe.model.name,
-            self.frontend.as_ref().map_or(String::new(), |(fe, _)| fe.addr().ip().to_string()),
         ));
         let by_id = self.by_id();
         loop {

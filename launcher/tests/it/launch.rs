@@ -406,3 +406,46 @@ fn sigusr1_mid_benchmark_gives_partial_results_and_exit_3() {
     assert!(md.contains("PARTIAL") && md.contains("SIGUSR1"), "{md}");
     assert_no_leftovers(&job);
 }
+
+/// One completion through the frontend, over plain HTTP/1.1.
+fn complete(port: u16, model: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let body = format!(r#"{{"model":"{model}","prompt":"hello there","max_tokens":4}}"#);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn serve_mode_answers_until_sigterm_then_stops_everything() {
+    let tmp = TempDir::new("launch-serve");
+    let r = recipe(tmp.path(), 31_400, "", "");
+    let mut job = Job::start(tmp.path(), &r, &["--serve", "--speedup", "inf"]);
+    job.wait_event("frontend", Duration::from_secs(60));
+    let events = std::fs::read_to_string(job.results().join("events.jsonl")).unwrap();
+    let url = events
+        .lines()
+        .find(|l| l.contains("\"event\":\"frontend\""))
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|v| v["url"].as_str().map(str::to_owned))
+        .unwrap();
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let answer = complete(port, "meta-llama/Llama-3.1-8B-Instruct");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"completion_tokens\":4"), "{answer}");
+    job.signal("TERM");
+    let status = job.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", job.stderr());
+    assert!(job
+        .stderr()
+        .contains("serving `meta-llama/Llama-3.1-8B-Instruct`"));
+    assert_no_leftovers(&job);
+}
