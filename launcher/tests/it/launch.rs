@@ -449,3 +449,46 @@ fn serve_mode_answers_until_sigterm_then_stops_everything() {
         .contains("serving `meta-llama/Llama-3.1-8B-Instruct`"));
     assert_no_leftovers(&job);
 }
+
+/// The pid of local rank `rank` of a job (from its environment).
+fn rank_pid(job: &Job, rank: u32) -> u32 {
+    let needle = format!("COHORT_LOCAL_RANK={rank}");
+    marked(&job.marker)
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+        })
+        .unwrap_or_else(|| panic!("no process for local rank {rank}"))
+}
+
+#[test]
+fn a_rank_that_stops_answering_is_detected_and_the_job_ends() {
+    let tmp = TempDir::new("launch-lost");
+    let r = recipe(tmp.path(), 31_500, "", LONG_BENCH);
+    let mut job = Job::start(tmp.path(), &r, &[]);
+    job.wait_event("bench_start", Duration::from_secs(60));
+    let victim = rank_pid(&job, 2);
+    // A hung node: the process is there, its heartbeats stop.
+    let ok = Command::new("kill")
+        .args(["-STOP", &victim.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let stopped = Instant::now();
+    let status = job.wait(Duration::from_secs(90));
+    let err = job.stderr();
+    assert_eq!(status.code(), Some(15), "stderr:\n{err}");
+    eprintln!("rank 2 stopped → job ended after {:?}", stopped.elapsed());
+    let s = summary(&job);
+    assert!(
+        s["incidents"]
+            .to_string()
+            .contains("rank 2 is lost: no heartbeat"),
+        "{s}"
+    );
+    assert_eq!(s["ending"], "failed: rank lost");
+    // Rank 0 woke the hung rank and told it to stop: its engines are gone too.
+    assert_no_leftovers(&job);
+}
