@@ -38,6 +38,22 @@ impl LocalRanks {
         Ok(ranks)
     }
 
+    /// The first rank to exit, with its status; pending forever when none does (or
+    /// there are none).
+    pub(crate) async fn first_exit(&mut self) -> (u32, std::process::ExitStatus) {
+        if self.children.is_empty() {
+            return std::future::pending().await;
+        }
+        loop {
+            for (rank, child) in &mut self.children {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return (*rank, status);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits up to `grace` for every rank to exit; ranks still there are woken and sent
     /// TERM together (so that they stop their engines), then KILL 5 s later. Returns the
     /// ranks that had to be told.

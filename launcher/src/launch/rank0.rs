@@ -84,6 +84,7 @@ pub(crate) async fn run(launch: &Launch) -> Result<Ending, Failure> {
         signals: &mut signals,
         joined: BTreeSet::new(),
         lost: BTreeSet::new(),
+        locals,
         started,
         clock: Instant::now(),
         incidents: Vec::new(),
@@ -97,7 +98,7 @@ pub(crate) async fn run(launch: &Launch) -> Result<Ending, Failure> {
     // Rank 0's own agent runs beside the lead until the lead's ending stops it.
     let lead_all = async {
         let outcome = lead.run().await;
-        lead.finish(outcome, &mut locals).await
+        lead.finish(outcome).await
     };
     let (ending, _own) = tokio::join!(lead_all, agent::run(launch, info, &url, None));
     Ok(ending)
@@ -113,6 +114,8 @@ struct Lead<'a> {
     /// Ranks that joined, and those lost since.
     joined: BTreeSet<u32>,
     lost: BTreeSet<u32>,
+    /// The ranks this process started (`--local`).
+    locals: LocalRanks,
     signals: &'a mut Signals,
     started: SystemTime,
     clock: Instant,
@@ -185,6 +188,11 @@ impl Lead<'_> {
                     Some(other) => self.res.event("control", json!({"event": format!("{other:?}")})),
                     None => return Err(Failure::new(Ending::Bootstrap, anyhow!("the control plane stopped"))),
                 },
+                (rank, status) = self.locals.first_exit() => {
+                    return Err(Failure::new(Ending::Bootstrap, anyhow!(
+                        "local rank {rank} exited ({status}) before it joined; its error is above"
+                    )));
+                }
                 () = tokio::time::sleep_until(deadline) => {
                     let missing: Vec<String> = (0..size).filter(|r| !joined.contains(r)).map(|r| r.to_string()).collect();
                     return Err(Failure::new(Ending::Bootstrap, anyhow!(
@@ -722,11 +730,7 @@ impl Lead<'_> {
 
     /// The same ending for every outcome: stop every rank's engines, wait for the ranks
     /// to leave, stop the frontend and the control plane, reap local ranks, summarise.
-    async fn finish(
-        &mut self,
-        outcome: Result<Ending, Failure>,
-        locals: &mut LocalRanks,
-    ) -> Ending {
+    async fn finish(&mut self, outcome: Result<Ending, Failure>) -> Ending {
         let (ending, message) = match outcome {
             Ok(e) => (e, None),
             Err(f) => (f.ending, Some(format!("{:#}", f.error))),
@@ -766,7 +770,7 @@ impl Lead<'_> {
         if let Some(c) = self.coordinator.take() {
             let _ = tokio::time::timeout(Duration::from_secs(2), c.shutdown()).await;
         }
-        let killed = locals.reap(Duration::from_secs(3)).await;
+        let killed = self.locals.reap(Duration::from_secs(3)).await;
         if !killed.is_empty() {
             self.incident(
                 format!(
