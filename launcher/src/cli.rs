@@ -36,7 +36,7 @@ enum Command {
     /// Serve an OpenAI-compatible frontend with KV-aware routing in front of running engines
     Serve(Box<cohort_router::ServeArgs>),
     /// Write an sbatch script for a recipe
-    Sbatch(commands::Pending),
+    Sbatch(commands::sbatch::SbatchArgs),
     /// Show this node's topology: GPUs, NVLink domains, NUMA nodes, NICs
     Topo(commands::topo::TopoArgs),
     /// Recipes: check one strictly
@@ -47,38 +47,27 @@ enum Command {
     Slurm(commands::slurm::SlurmCommand),
 }
 
-/// Exit status for a command that is part of the interface but not available yet.
-const EXIT_UNAVAILABLE: u8 = 2;
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let name = match cli.command {
-        Command::Launch(args) => return crate::launch::run(&args),
-        Command::Plan(args) => return report(commands::plan::run(&args)),
-        Command::Bench(args) => {
-            return report(
-                cohort_bench::run_cli(&args)
-                    .map(drop)
-                    .map_err(anyhow::Error::from),
-            )
-        }
+    match cli.command {
+        Command::Launch(args) => crate::launch::run(&args),
+        Command::Plan(args) => report(commands::plan::run(&args)),
+        Command::Bench(args) => report(
+            cohort_bench::run_cli(&args)
+                .map(drop)
+                .map_err(anyhow::Error::from),
+        ),
         Command::Sim(args) => {
-            return report(cohort_rank::sim::run_blocking(*args).map_err(anyhow::Error::from))
+            report(cohort_rank::sim::run_blocking(*args).map_err(anyhow::Error::from))
         }
         Command::Serve(args) => {
-            return report(cohort_router::run_blocking(*args).map_err(anyhow::Error::from))
+            report(cohort_router::run_blocking(*args).map_err(anyhow::Error::from))
         }
-        Command::Sbatch(_) => "sbatch",
-        Command::Topo(args) => return report(commands::topo::run(&args)),
-        Command::Recipe(cmd) => return report(commands::recipe::run(&cmd)),
-        Command::Slurm(cmd) => return report(commands::slurm::run(&cmd)),
-    };
-    let _ = writeln!(
-        std::io::stderr(),
-        "error: `cohort {name}` is not available in this build of cohort {}",
-        env!("CARGO_PKG_VERSION")
-    );
-    ExitCode::from(EXIT_UNAVAILABLE)
+        Command::Sbatch(args) => report(commands::sbatch::run(&args)),
+        Command::Topo(args) => report(commands::topo::run(&args)),
+        Command::Recipe(cmd) => report(commands::recipe::run(&cmd)),
+        Command::Slurm(cmd) => report(commands::slurm::run(&cmd)),
+    }
 }
 
 /// Prints an error and its causes the way every cohort command does:

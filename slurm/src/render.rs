@@ -46,6 +46,9 @@ pub struct Resources {
 /// An `sbatch` script.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SbatchSpec {
+    /// Comment lines put right after `#!/bin/bash`, each rendered as `# LINE` (say what
+    /// rendered the script and from what); sbatch reads `#SBATCH` lines after them.
+    pub header: Vec<String>,
     pub job_name: Option<String>,
     /// The first (or only) component; `het_groups` adds components 1, 2, ….
     pub resources: Resources,
@@ -106,6 +109,15 @@ fn directive(out: &mut String, option: &str, value: impl std::fmt::Display) {
 
 fn render_resources(out: &mut String, r: &Resources) -> Result<(), RenderError> {
     positive("nodes", r.nodes)?;
+    if let Some(segment) = r.segment.filter(|s| *s > 0 && !r.nodes.is_multiple_of(*s)) {
+        // sbatch refuses this at submission ("node count must be a multiple of the
+        // segment size"); say so before the job waits in a queue to be refused.
+        return Err(RenderError {
+            field: "segment",
+            value: format!("{segment} (nodes {})", r.nodes),
+            problem: "must divide the node count",
+        });
+    }
     directive(out, "nodes", r.nodes);
     let counts = [
         ("ntasks-per-node", r.ntasks_per_node),
@@ -155,6 +167,10 @@ impl SbatchSpec {
     /// resources, each het-job component after a `#SBATCH hetjob` line, then the body.
     pub fn render(&self) -> Result<String, RenderError> {
         let mut out = String::from("#!/bin/bash\n");
+        for line in self.header.iter().flat_map(|h| h.lines()) {
+            // Every line commented: a header cannot become a directive or shell code.
+            let _ = writeln!(out, "#{}{line}", if line.is_empty() { "" } else { " " });
+        }
         if let Some(name) = &self.job_name {
             check_value("job_name", name)?;
             directive(&mut out, "job-name", name);
@@ -209,6 +225,30 @@ impl SbatchSpec {
         }
         Ok(out)
     }
+}
+
+/// Quotes one word for a POSIX shell: unchanged when it has only characters no shell
+/// treats specially (`/usr/bin/cohort`, `--nodes=4`), otherwise in single quotes, with
+/// each `'` written as `'\''`.
+pub fn shell_quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c);
+    // `NAME=value` as a command's first word would be read as an assignment.
+    let assignment = word.split_once('=').is_some_and(|(name, _)| {
+        !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    });
+    if !word.is_empty() && word.chars().all(plain) && !assignment {
+        return word.to_owned();
+    }
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+/// Quotes every word (see [`shell_quote`]) and joins them with spaces: a command line
+/// the shell splits back into exactly these words.
+pub fn shell_words<S: AsRef<str>>(words: &[S]) -> String {
+    let quoted: Vec<String> = words.iter().map(|w| shell_quote(w.as_ref())).collect();
+    quoted.join(" ")
 }
 
 /// An `srun` invocation inside an allocation.

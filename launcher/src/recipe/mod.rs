@@ -7,6 +7,7 @@
 
 pub mod bench;
 mod error;
+pub mod slurm;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -33,9 +34,9 @@ pub struct Recipe {
     /// The benchmark a batch job runs (`cohort launch` without `--serve`).
     #[serde(default)]
     pub bench: Option<bench::Bench>,
-    /// Reserved for `sbatch` settings; takes no keys yet.
+    /// What `cohort sbatch` asks Slurm for ([`slurm`]).
     #[serde(default)]
-    pub slurm: Option<Reserved>,
+    pub slurm: Option<slurm::Slurm>,
 }
 
 /// A table whose keys are not defined yet: any key is an error, not silently ignored.
@@ -423,6 +424,9 @@ fn validate(file: &str, text: &str, r: &Recipe) -> Result<(), RecipeError> {
                 format!("`model.active_params_b` must be above 0 and at most `model.params_b` ({p}); given {a}"),
             );
         }
+    }
+    if let Some(s) = &r.slurm {
+        slurm::validate(file, text, s)?;
     }
     Ok(())
 }

@@ -95,12 +95,13 @@ fn impossible_values_are_located() {
 }
 
 #[test]
-fn reserved_tables_take_no_keys() {
+fn bench_and_slurm_tables_are_strict() {
     let ok = format!("{GOOD}\n[bench]\n\n[slurm]\n");
     assert!(parse("r.toml", &ok).is_ok());
-    let e = err(&format!("{GOOD}\n[slurm]\npartition = \"gpu\"\n"));
+    let e = err(&format!("{GOOD}\n[slurm]\npartiton = \"gpu\"\n"));
     assert!(
-        e.contains("unknown key `partition` in `[slurm]`") && e.contains("takes no keys yet"),
+        e.contains("unknown key `partiton` in `[slurm]`")
+            && e.contains("did you mean \"partition\"?"),
         "{e}"
     );
 }

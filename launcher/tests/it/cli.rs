@@ -1,4 +1,4 @@
-//! The command line: help, the `slurm` subcommands, and commands not yet available.
+//! The command line: help, the `slurm` subcommands, stdout closed early, `sim`.
 
 use crate::fixtures::{cohort, stderr, stdout};
 
@@ -91,15 +91,6 @@ fn env_reports_a_malformed_variable_by_name() {
         err.contains("SLURM_JOB_NODELIST") && err.contains("caused by:"),
         "{err}"
     );
-}
-
-#[test]
-fn unavailable_commands_exit_2_with_one_line() {
-    let command = "sbatch";
-    let out = cohort().arg(command).arg("--anything").output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{command}");
-    assert_eq!(stderr(&out).lines().count(), 1, "{command}");
-    assert!(stderr(&out).contains(&format!("cohort {command}")));
 }
 
 #[test]

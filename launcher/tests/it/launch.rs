@@ -213,19 +213,46 @@ fn assert_no_leftovers(job: &Job) {
     assert_eq!(job.leftovers(), Vec::<u32>::new(), "processes left behind");
 }
 
-/// The pid of a simulated engine by instance id, from `instances.json` and `/proc`.
-fn engine_pid(job: &Job, instance: &str) -> u32 {
+/// An instance's HTTP port, from `instances.json`.
+fn instance_port(job: &Job, instance: &str) -> u16 {
     let wire: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(job.results().join("instances.json")).unwrap(),
     )
     .unwrap();
-    let port = wire["instances"]
+    wire["instances"]
         .as_array()
         .unwrap()
         .iter()
         .find(|a| a["spec"]["id"] == instance)
-        .map(|a| a["spec"]["port"].as_u64().unwrap())
-        .unwrap();
+        .and_then(|a| a["spec"]["port"].as_u64())
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap()
+}
+
+/// Requests an engine runs now (`vllm:num_requests_running` from its `/metrics`); 0 when
+/// it cannot be read.
+fn running(port: u16) -> u64 {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .find(|l| l.starts_with("vllm:num_requests_running"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// The pid of a simulated engine by instance id, from `instances.json` and `/proc`.
+fn engine_pid(job: &Job, instance: &str) -> u32 {
+    let port = instance_port(job, instance);
     let arg = format!("--port\0{port}\0");
     marked(&job.marker)
         .into_iter()
@@ -350,7 +377,16 @@ fn an_engine_killed_mid_benchmark_has_its_streams_migrated() {
     let r = recipe(tmp.path(), 31_200, "", LONG_BENCH);
     let mut job = Job::start(tmp.path(), &r, &[]);
     job.wait_event("bench_start", Duration::from_secs(60));
-    std::thread::sleep(Duration::from_secs(2));
+    // Kill it while it streams: wait until its own metrics say it runs requests.
+    let port = instance_port(&job, "decode-1");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while running(port) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "decode-1 never ran 2 requests at once"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let victim = engine_pid(&job, "decode-1");
     let ok = Command::new("kill")
         .args(["-9", &victim.to_string()])

@@ -7,8 +7,10 @@
 mod cli;
 mod fixtures;
 mod launch;
+mod launch_slurm;
 mod plan;
 mod recipe;
+mod sbatch;
 mod serve;
 mod slurm_jobs;
 mod topo;

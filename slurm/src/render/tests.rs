@@ -2,6 +2,7 @@ use super::*;
 
 fn gb200_spec() -> SbatchSpec {
     SbatchSpec {
+        header: vec!["rendered by a test\n\nfrom nothing".into()],
         job_name: Some("dsr1-disagg".into()),
         resources: Resources {
             nodes: 18,
@@ -33,6 +34,9 @@ fn renders_every_directive_in_order() {
     let script = gb200_spec().render().unwrap();
     let expected = "\
 #!/bin/bash
+# rendered by a test
+#
+# from nothing
 #SBATCH --job-name=dsr1-disagg
 #SBATCH --time=04:30:00
 #SBATCH --account=llm
@@ -107,6 +111,82 @@ fn bad_values_name_the_field() {
     let mut spec = gb200_spec();
     spec.time = Some(Duration::ZERO);
     assert_eq!(spec.render().unwrap_err().field, "time");
+
+    let mut spec = gb200_spec();
+    spec.resources.nodes = 32;
+    let e = spec.render().unwrap_err();
+    assert_eq!(e.field, "segment");
+    assert_eq!(
+        e.to_string(),
+        "`segment` must divide the node count; given `18 (nodes 32)`"
+    );
+    spec.resources.segment = Some(16);
+    assert!(spec.render().unwrap().contains("#SBATCH --segment=16\n"));
+}
+
+#[test]
+fn header_lines_stay_comments() {
+    let spec = SbatchSpec {
+        header: vec!["line one\n#SBATCH --nodes=999\nrm -rf /".into()],
+        resources: Resources {
+            nodes: 1,
+            ..Resources::default()
+        },
+        ..SbatchSpec::default()
+    };
+    let script = spec.render().unwrap();
+    assert!(
+        script.starts_with("#!/bin/bash\n# line one\n# #SBATCH --nodes=999\n# rm -rf /\n"),
+        "{script}"
+    );
+    let directives: Vec<&str> = script
+        .lines()
+        .filter(|l| l.starts_with("#SBATCH"))
+        .collect();
+    assert_eq!(directives, ["#SBATCH --nodes=1"]);
+}
+
+#[test]
+fn shell_quoting() {
+    assert_eq!(shell_quote("/usr/bin/cohort"), "/usr/bin/cohort");
+    assert_eq!(shell_quote("--nodes=4"), "--nodes=4");
+    assert_eq!(shell_quote("results/%j"), "results/%j");
+    assert_eq!(shell_quote(""), "''");
+    assert_eq!(shell_quote("a b"), "'a b'");
+    assert_eq!(shell_quote("it's"), "'it'\\''s'");
+    assert_eq!(shell_quote("$HOME"), "'$HOME'");
+    assert_eq!(shell_quote("FOO=1"), "'FOO=1'", "not an assignment");
+    assert_eq!(shell_words(&["srun", "my prog", "-x"]), "srun 'my prog' -x");
+}
+
+/// The shell splits a quoted command line back into exactly the words given.
+#[test]
+fn shell_words_round_trip_through_bash() {
+    let words = [
+        "plain",
+        "two words",
+        "it's",
+        "$HOME `id` $(id) \\ \"q\"",
+        "*?[a]",
+        "line\nbreak",
+        "",
+        "~user",
+        "A=1",
+        "#not-a-comment",
+        "é ü",
+    ];
+    let line = format!("printf '%s\\0' {}", shell_words(&words));
+    let out = std::process::Command::new("bash")
+        .args(["-c", &line])
+        .output()
+        .expect("run bash");
+    assert!(out.status.success());
+    let got: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_terminator('\0')
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(got, words);
 }
 
 #[test]
