@@ -23,13 +23,23 @@ extra = ["--mem=0"]
 NCCL_DEBUG = "WARN"
 "#;
 
-/// The shipped GB200 recipe with `slurm` appended, written into `dir`.
+/// The shipped GB200 recipe with its own `[slurm]` table replaced by `slurm`, written
+/// into `dir`.
 fn gb200_recipe(dir: &Path, slurm: &str) -> PathBuf {
-    let shipped = repo_root().join("recipes/gb200-nvl72-disagg.toml");
-    let text = std::fs::read_to_string(shipped).unwrap();
+    let text = without_slurm("recipes/gb200-nvl72-disagg.toml");
     let path = dir.join("gb200.toml");
     std::fs::write(&path, format!("{text}{slurm}")).unwrap();
     path
+}
+
+/// A shipped recipe up to its `[slurm]` table (and the comment above it).
+fn without_slurm(recipe: &str) -> String {
+    let text = std::fs::read_to_string(repo_root().join(recipe)).unwrap();
+    let cut = text
+        .find("\n[slurm]")
+        .expect("the shipped recipe has a [slurm] table");
+    let cut = text[..cut].rfind("\n\n").unwrap_or(cut);
+    text[..cut].to_owned() + "\n"
 }
 
 /// Runs `cohort sbatch ARGS` in `dir` (where it creates the results directory).
@@ -190,7 +200,14 @@ fn the_command_line_overrides_the_recipe() {
 #[test]
 fn a_shipped_recipe_without_a_slurm_table() {
     let dir = TempDir::new("sbatch-hgx");
-    let recipe = repo_root().join("recipes/hgx-h100-disagg.toml");
+    // The shipped HGX recipe without its `[slurm]` table.
+    let shipped =
+        std::fs::read_to_string(repo_root().join("recipes/hgx-h100-disagg.toml")).unwrap();
+    let cut = shipped
+        .find("\n[slurm]")
+        .expect("the shipped recipe has a [slurm] table");
+    let recipe = dir.path().join("hgx.toml");
+    std::fs::write(&recipe, &shipped[..cut]).unwrap();
     let recipe = recipe.to_str().unwrap();
     // `per_domain` roles: the node count is the allocation's to say.
     let out = sbatch(dir.path(), &[recipe]);
