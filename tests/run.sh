@@ -38,4 +38,11 @@ step "cargo test: Hugging Face tokenizer support (feature hf)"
 # Off by default (the tokenizers crate is a large build); its tests still run here.
 cargo test -j2 --locked -p cohort-rank -p cohort-router --features cohort-rank/hf,cohort-router/hf --lib
 
+step "cargo test: MPI bootstrap (feature mpi) under mpirun"
+# Off by default (rsmpi needs an MPI library and libclang to build): the bootstrap alone
+# under `mpirun -n 4`, then a whole `mpirun -n 4 cohort launch` job.
+cargo clippy -j2 --locked -p cohort-rank -p cohort --features cohort/mpi --all-targets -- -D warnings
+cargo test -j2 --locked -p cohort-rank --features mpi --lib --test mpi -- bootstrap mpi --show-output
+cargo test -j2 --locked -p cohort --features mpi --test it -- launch_mpi --show-output
+
 step "all tests passed"

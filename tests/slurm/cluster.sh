@@ -10,7 +10,7 @@
 set -euo pipefail
 
 # iproute2 provides `ss`, used to refuse ports another cluster already listens on.
-readonly PACKAGES=(munge slurmctld slurmd slurm-client openmpi-bin libopenmpi-dev libpmix-dev iproute2)
+readonly PACKAGES=(munge slurmctld slurmd slurm-client openmpi-bin libopenmpi-dev libpmix-dev libclang-dev iproute2)
 readonly DEFAULT_PORT_BASE=16817
 readonly DEFAULT_CPUS=4
 readonly UP_TIMEOUT_S=30

@@ -61,6 +61,8 @@ pub(crate) fn address(launch: &Launch) -> anyhow::Result<IpAddr> {
     let scope = match (launch.listen, launch.boot.method) {
         (Some(ip), _) => ListenScope::Explicit(ip),
         (None, Method::Local) => ListenScope::Loopback,
+        // MPI bootstrap chose loopback because every rank runs on this one machine.
+        (None, Method::Mpi) if launch.boot.rendezvous.host == "127.0.0.1" => ListenScope::Loopback,
         (None, _) => {
             let own = discover::discover(&discover_options()).topology.nodes[0]
                 .addresses

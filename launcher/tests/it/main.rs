@@ -7,6 +7,7 @@
 mod cli;
 mod fixtures;
 mod launch;
+mod launch_mpi;
 mod launch_slurm;
 mod plan;
 mod recipe;

@@ -5,12 +5,17 @@
 //!   environment (through [`SlurmContext`]), rank 0 on the step's first node, a
 //!   rendezvous port derived from the job and step ids ([`rendezvous::derived_port`]).
 //! - [`local`]: `cohort launch --local N`: N ranks on this machine, rank 0 on loopback.
-//! - MPI (`--features mpi`) is not built yet: asking for it says so.
+//! - `mpi` (`--features mpi`): under `mpirun` or `srun --mpi=pmix`, rank and size from
+//!   MPI's world communicator, rank 0's token and address broadcast to the others.
+//!   Without the feature, `--bootstrap mpi` is an error saying how to build it.
 //!
 //! [`resolve`] is a pure function of the request and an environment map: it reads no
-//! process environment itself, so every rule here is tested without Slurm.
+//! process environment itself, so every rule here is tested without Slurm. Only the MPI
+//! bootstrap does more (initialises MPI, talks to the other ranks, finalises MPI).
 
 pub mod local;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod rendezvous;
 pub mod slurm;
 pub mod token;
@@ -175,6 +180,10 @@ pub enum BootstrapError {
     NoToken,
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// Only with `--features mpi`.
+    #[cfg(feature = "mpi")]
+    #[error(transparent)]
+    Mpi(#[from] mpi::MpiError),
 }
 
 fn kind_name(kind: ProcessKind) -> &'static str {
@@ -188,9 +197,16 @@ fn kind_name(kind: ProcessKind) -> &'static str {
 
 /// Chooses the bootstrap and reads what it needs from `env` (pass `std::env::vars()`
 /// collected at the program's edge).
+///
+/// With `--features mpi`, under an MPI launcher this is collective: every rank must call
+/// it, from the thread that will be its only MPI user, before any other MPI use (see the
+/// `mpi` module); MPI is finalised again before it returns.
 pub fn resolve(req: &Request, env: &BTreeMap<String, String>) -> Result<Bootstrap, BootstrapError> {
     let mpi_marker = vars::MPI_MARKERS.iter().find(|v| env.contains_key(**v));
     match req.mode {
+        #[cfg(feature = "mpi")]
+        Mode::Mpi => return mpi::resolve(req, env, true),
+        #[cfg(not(feature = "mpi"))]
         Mode::Mpi => return Err(BootstrapError::MpiNotBuilt),
         Mode::Local => return local::resolve(req, env, "asked for with `--bootstrap local`"),
         Mode::Slurm => {
@@ -204,6 +220,12 @@ pub fn resolve(req: &Request, env: &BTreeMap<String, String>) -> Result<Bootstra
     }
     if env.contains_key(vars::LOCAL_RANK) {
         return local::resolve(req, env, "started by `cohort launch --local`");
+    }
+    // Before the Slurm step: under `mpirun` in an allocation, `SLURM_PROCID` numbers the
+    // launcher's daemons, not the ranks.
+    #[cfg(feature = "mpi")]
+    if mpi_marker.is_some() {
+        return mpi::resolve(req, env, false);
     }
     let ctx = SlurmContext::from_map(env).map_err(BootstrapError::Slurm)?;
     match ctx.kind {

@@ -158,6 +158,7 @@ fn a_local_rank_beyond_the_size_is_refused() {
 }
 
 #[test]
+#[cfg(not(feature = "mpi"))]
 fn mpi_without_the_feature_says_how_to_build_it() {
     let req = Request {
         mode: Mode::Mpi,
