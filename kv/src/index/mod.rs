@@ -82,7 +82,7 @@ pub struct ApplyStats {
 struct WorkerState {
     id: WorkerId,
     /// Engine block id → our block hash: needed to apply later removals.
-    blocks: FlatMap<u64>,
+    blocks: FlatMap,
     /// Our hashes held under more than one engine id (e.g. engine ids that also cover
     /// multimodal inputs we do not hash), with the count of extra holders. Almost always
     /// empty.
@@ -103,8 +103,18 @@ pub struct KvIndexer {
     free: Vec<u32>,
     entries: usize,
     scratch: MatchScratch,
-    /// Block hashes of the op being applied (reused buffer).
-    hashes: Vec<BlockHash>,
+    /// Block-table changes of the batch being applied, in order (reused buffer).
+    pending: Vec<TableChange>,
+}
+
+/// A change to the block table, recorded while a batch's worker-map changes are made
+/// and applied after them (see [`KvIndexer::apply`]).
+#[derive(Debug, Clone, Copy)]
+enum TableChange {
+    /// The worker now holds this block (under one more engine id).
+    Add(BlockHash),
+    /// The worker holds this block under one engine id fewer.
+    Release(BlockHash),
 }
 
 impl KvIndexer {
@@ -192,29 +202,8 @@ impl KvIndexer {
             }
         }
         ws.next_event_id = Some(batch.event_id.wrapping_add(1));
-        // Touch the worker-map slots of every engine id of the batch at once, so that
-        // their cache misses overlap (the ops below then find them in the cache).
-        let mut touched = 0u64;
-        for op in &batch.ops {
-            match op {
-                KvOp::Stored(s) => {
-                    for b in &s.blocks {
-                        touched ^= ws.blocks.touch(b.engine_hash.0);
-                    }
-                }
-                KvOp::Removed(r) => {
-                    for e in r {
-                        touched ^= ws.blocks.touch(e.0);
-                    }
-                }
-                KvOp::Cleared => {}
-            }
-        }
-        std::hint::black_box(touched);
         let mut stats = ApplyStats::default();
-        for op in &batch.ops {
-            self.apply_op_slot(slot, op, &mut stats);
-        }
+        self.apply_ops(slot, &batch.ops, &mut stats);
         ApplyOutcome::Applied(stats)
     }
 
@@ -222,71 +211,70 @@ impl KvIndexer {
     pub fn apply_op(&mut self, worker: WorkerId, op: &KvOp) -> ApplyStats {
         let slot = self.slot_of(worker);
         let mut stats = ApplyStats::default();
-        self.apply_op_slot(slot, op, &mut stats);
+        self.apply_ops(slot, std::slice::from_ref(op), &mut stats);
         stats
     }
 
-    fn apply_op_slot(&mut self, slot: u32, op: &KvOp, stats: &mut ApplyStats) {
-        match op {
-            KvOp::Stored(s) => self.store(slot, s, stats),
-            KvOp::Removed(engine_ids) => {
-                let ws = self.slots[slot as usize].as_mut().expect("live slot");
-                let mut hashes = std::mem::take(&mut self.hashes);
-                hashes.clear();
-                for e in engine_ids {
-                    match ws.blocks.remove(e.0) {
-                        Some(h) => hashes.push(BlockHash(h)),
-                        None => stats.unknown_removed += 1,
+    /// Applies `ops` to the worker in `slot`, in three passes so that the memory
+    /// accesses of the whole batch overlap (both maps are far larger than the caches):
+    ///
+    /// 1. start loading the worker-map slot of every engine id in the batch;
+    /// 2. make the worker-map changes in order, computing the block hashes; record the
+    ///    block-table changes they imply, and start loading those table entries;
+    /// 3. start loading the heap parts of large worker sets, then make the block-table
+    ///    changes in order.
+    ///
+    /// The result is that of applying the ops one by one: the worker map is only read
+    /// and written in pass 2, the table only in pass 3, and each pass keeps the order.
+    /// (A `Cleared` op touches both: the changes pending before it are made first.)
+    fn apply_ops(&mut self, slot: u32, ops: &[KvOp], stats: &mut ApplyStats) {
+        let ws = self.slots[slot as usize].as_mut().expect("live slot");
+        let table = &mut self.table;
+        let held_before = ws.blocks.len();
+        for op in ops {
+            match op {
+                KvOp::Stored(s) => {
+                    if let Some(p) = s.parent {
+                        ws.blocks.prefetch(p.0);
+                    }
+                    for b in &s.blocks {
+                        ws.blocks.prefetch(b.engine_hash.0);
                     }
                 }
-                touch_all(&self.table, &hashes);
-                for &h in &hashes {
-                    release(&mut self.table, &mut ws.aliases, slot, h);
+                KvOp::Removed(r) => {
+                    for e in r {
+                        ws.blocks.prefetch(e.0);
+                    }
                 }
-                self.entries -= hashes.len();
-                stats.removed += hashes.len() as u32;
-                self.hashes = hashes;
+                KvOp::Cleared => {}
             }
-            KvOp::Cleared => self.clear_slot(slot),
         }
-    }
-
-    fn store(&mut self, slot: u32, s: &StoredBlocks, stats: &mut ApplyStats) {
-        let ws = self.slots[slot as usize].as_mut().expect("live slot");
-        let mut parent = match s.parent {
-            None => None,
-            Some(p) => match ws.blocks.get(p.0) {
-                Some(&h) => Some(BlockHash(h)),
-                None => {
-                    stats.unknown_parent += 1;
-                    return;
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.clear();
+        for op in ops {
+            match op {
+                KvOp::Stored(s) => store(ws, table, &mut pending, s, stats),
+                KvOp::Removed(engine_ids) => {
+                    for e in engine_ids {
+                        match ws.blocks.remove(e.0) {
+                            Some(h) => {
+                                table.prefetch(BlockHash(h));
+                                pending.push(TableChange::Release(BlockHash(h)));
+                                stats.removed += 1;
+                            }
+                            None => stats.unknown_removed += 1,
+                        }
+                    }
                 }
-            },
-        };
-        // Chain first (cheap), touch the table slots, then insert: the misses overlap.
-        let mut hashes = std::mem::take(&mut self.hashes);
-        hashes.clear();
-        hashes.extend(s.blocks.iter().map(|b| {
-            let h = chain(parent, s.salt, b.local_hash);
-            parent = Some(h);
-            h
-        }));
-        touch_all(&self.table, &hashes);
-        ws.blocks.reserve(s.blocks.len());
-        for (b, &h) in s.blocks.iter().zip(&hashes) {
-            match ws.blocks.insert(b.engine_hash.0, h.0) {
-                // A duplicate store of the same block: nothing changes.
-                Some(old) if old == h.0 => continue,
-                // The engine reused an id for other content: drop the old mapping.
-                Some(old) => release(&mut self.table, &mut ws.aliases, slot, BlockHash(old)),
-                None => self.entries += 1,
+                KvOp::Cleared => {
+                    apply_changes(table, ws, slot, &mut pending);
+                    clear(table, ws, slot);
+                }
             }
-            if !self.table.add(h, slot) {
-                *ws.aliases.entry(h).or_insert(0) += 1;
-            }
-            stats.stored += 1;
         }
-        self.hashes = hashes;
+        apply_changes(table, ws, slot, &mut pending);
+        self.pending = pending;
+        self.entries = self.entries + ws.blocks.len() - held_before;
     }
 
     fn clear_slot(&mut self, slot: u32) {
@@ -294,12 +282,7 @@ impl KvIndexer {
             return;
         };
         self.entries -= ws.blocks.len();
-        let table = &mut self.table;
-        ws.blocks.drain_with(|_, h| {
-            table.remove(BlockHash(h), slot);
-        });
-        // A cleared worker usually refills; a removed one frees its map with its state.
-        ws.aliases.clear();
+        clear(&mut self.table, ws, slot);
     }
 
     /// For each worker holding the first block of `hashes`, how many leading blocks it
@@ -355,7 +338,7 @@ impl KvIndexer {
         else {
             return Vec::new();
         };
-        let mut v: Vec<BlockHash> = ws.blocks.iter().map(|(_, &h)| BlockHash(h)).collect();
+        let mut v: Vec<BlockHash> = ws.blocks.iter().map(|p| BlockHash(p.value)).collect();
         v.sort_unstable();
         v.dedup();
         v
@@ -370,11 +353,77 @@ impl KvIndexer {
     }
 }
 
-/// Loads the table slots of `hashes` (see [`flat::FlatMap::touch`]).
-#[inline]
-fn touch_all(table: &BlockTable, hashes: &[BlockHash]) {
-    let touched = hashes.iter().fold(0u64, |acc, &h| acc ^ table.touch(h));
-    std::hint::black_box(touched);
+/// Pass 2 of [`KvIndexer::apply_ops`] for one store: chains the blocks' hashes onto the
+/// parent's, maps their engine ids, and records (and prefetches) the table changes.
+fn store(
+    ws: &mut WorkerState,
+    table: &BlockTable,
+    pending: &mut Vec<TableChange>,
+    s: &StoredBlocks,
+    stats: &mut ApplyStats,
+) {
+    let mut parent = match s.parent {
+        None => None,
+        Some(p) => match ws.blocks.get_value(p.0) {
+            Some(h) => Some(BlockHash(h)),
+            None => {
+                stats.unknown_parent += 1;
+                return;
+            }
+        },
+    };
+    ws.blocks.reserve(s.blocks.len());
+    for b in &s.blocks {
+        let h = chain(parent, s.salt, b.local_hash);
+        parent = Some(h);
+        match ws.blocks.insert(b.engine_hash.0, h.0) {
+            // A duplicate store of the same block: nothing changes.
+            Some(old) if old == h.0 => continue,
+            // The engine reused an id for other content: drop the old mapping.
+            Some(old) => {
+                table.prefetch(BlockHash(old));
+                pending.push(TableChange::Release(BlockHash(old)));
+            }
+            None => {}
+        }
+        table.prefetch(h);
+        pending.push(TableChange::Add(h));
+        stats.stored += 1;
+    }
+}
+
+/// Pass 3 of [`KvIndexer::apply_ops`]: makes the recorded table changes, in order.
+/// First it starts loading the heap parts of the sets of workers too large to sit in
+/// their entries (whose entries pass 2 loaded), so that those misses overlap too.
+fn apply_changes(
+    table: &mut BlockTable,
+    ws: &mut WorkerState,
+    slot: u32,
+    pending: &mut Vec<TableChange>,
+) {
+    for change in pending.iter() {
+        let (TableChange::Add(h) | TableChange::Release(h)) = *change;
+        table.prefetch_holders(h);
+    }
+    for change in pending.drain(..) {
+        match change {
+            TableChange::Add(h) => {
+                if !table.add(h, slot) {
+                    *ws.aliases.entry(h).or_insert(0) += 1;
+                }
+            }
+            TableChange::Release(h) => release(table, &mut ws.aliases, slot, h),
+        }
+    }
+}
+
+/// Forgets every block of the worker in `slot` (its map keeps its allocation: a cleared
+/// worker usually refills; a removed one frees it with its state).
+fn clear(table: &mut BlockTable, ws: &mut WorkerState, slot: u32) {
+    ws.blocks.drain_with(|e| {
+        table.remove(BlockHash(e.value), slot);
+    });
+    ws.aliases.clear();
 }
 
 /// Drops one holding of `h` by `slot`, keeping it while another engine id still maps to it.

@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use super::worker_set::{bit, iter_bits, View, WorkerSet, LIST_MAX};
+use super::flat::{Entry, FlatTable};
+use super::worker_set::{bit, iter_bits, set_bit, View, WorkerSet, LIST_MAX};
 use crate::hash::BlockHash;
 
 /// A hasher for keys that are already 64-bit hashes or engine ids: one folded multiply,
@@ -33,7 +34,7 @@ impl Hasher for U64Hasher {
     }
 }
 
-/// A `HashMap` keyed by a 64-bit hash or id.
+/// A `HashMap` keyed by a 64-bit hash or id (for the small maps: workers by id, aliases).
 pub(crate) type U64Map<K, V> = HashMap<K, V, BuildHasherDefault<U64Hasher>>;
 
 /// Per-query scratch space, reused across calls so a query does not allocate.
@@ -45,47 +46,85 @@ pub struct MatchScratch {
     pub(crate) out: Vec<(u32, u32)>,
 }
 
-/// Block hash → workers holding it.
-///
-/// `std`'s (hashbrown's) map, not [`FlatMap`](super::flat::FlatMap): with 6 M blocks the flat table runs at
-/// up to 3/4 load, where linear probing made `find_matches` slower (measured: p50
-/// 1.8 → 3.0 µs, p99 17 → 30 µs); the per-worker maps, at most half full, gain from it.
+/// A block-table entry: a block hash and the workers holding it. 32 bytes, aligned so
+/// that it never straddles a cache line: a lookup that finds its key in its home slot
+/// costs one memory access.
+#[derive(Debug, Default)]
+#[repr(C, align(32))]
+struct Node {
+    hash: u64,
+    set: WorkerSet,
+}
+
+impl Entry for Node {
+    // XXH3 outputs: uniform already.
+    const MIX: bool = false;
+    // Up to 3/4 full, between 1/2 and 3/4 once grown: a hit is then 1.5–2.5 probes of
+    // 32 bytes, mostly within the home slot's cache line or the next.
+    const MAX_LOAD_16THS: usize = 12;
+    #[inline]
+    fn key(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// How many blocks ahead `find_matches` starts loading an entry, and the heap part of
+/// its set of workers (once the entry is there): enough to cover a memory access's
+/// latency with the work of the blocks in between.
+const AHEAD: usize = 32;
+const HOLDERS_AHEAD: usize = 12;
+
+/// Block hash → workers holding it: an open-addressing table of 32-byte entries (see
+/// [`super::flat`]).
 #[derive(Debug, Default)]
 pub(crate) struct BlockTable {
-    nodes: U64Map<BlockHash, WorkerSet>,
+    nodes: FlatTable<Node>,
 }
 
 impl BlockTable {
     /// Records that `slot` holds `hash`; false if it already did.
     #[inline]
     pub(crate) fn add(&mut self, hash: BlockHash, slot: u32) -> bool {
-        match self.nodes.entry(hash) {
-            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().insert(slot),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(WorkerSet::single(slot));
-                true
-            }
-        }
+        let (node, created) = self.nodes.get_or_insert_with(hash.0, |hash| Node {
+            hash,
+            set: WorkerSet::single(slot),
+        });
+        created || node.set.insert(slot)
     }
 
     /// Records that `slot` no longer holds `hash`; false if it did not.
     #[inline]
     pub(crate) fn remove(&mut self, hash: BlockHash, slot: u32) -> bool {
-        let std::collections::hash_map::Entry::Occupied(mut e) = self.nodes.entry(hash) else {
+        let Some(p) = self.nodes.find(hash.0) else {
             return false;
         };
-        let removed = e.get_mut().remove(slot);
-        if e.get().is_empty() {
-            e.remove();
+        let node = self.nodes.at_mut(p);
+        let removed = node.set.remove(slot);
+        if node.set.is_empty() {
+            self.nodes.remove_at(p);
         }
         removed
     }
 
-    /// Looks `hash` up for its side effect: called for a batch of hashes before using
-    /// them, it lets their cache misses overlap (software prefetch without `unsafe`).
+    /// Starts loading `hash`'s entry: called for a batch of hashes before using them, it
+    /// lets their cache misses overlap.
     #[inline]
-    pub(crate) fn touch(&self, hash: BlockHash) -> u64 {
-        u64::from(self.nodes.contains_key(&hash))
+    pub(crate) fn prefetch(&self, hash: BlockHash) {
+        self.nodes.prefetch(hash.0);
+    }
+
+    /// Starts loading the heap part of `hash`'s set of workers, if it has one: for sets
+    /// too large to sit in the entry, a second access that depends on the first.
+    #[inline]
+    pub(crate) fn prefetch_holders(&self, hash: BlockHash) {
+        if let Some(set) = self.get(hash) {
+            set.prefetch_heap();
+        }
+    }
+
+    #[inline]
+    fn get(&self, hash: BlockHash) -> Option<&WorkerSet> {
+        self.nodes.get(hash.0).map(|n| &n.set)
     }
 
     /// Distinct blocks held by at least one worker.
@@ -97,49 +136,59 @@ impl BlockTable {
     /// least the first block of `hashes`.
     pub(crate) fn find_matches(&self, hashes: &[BlockHash], scratch: &mut MatchScratch) {
         scratch.out.clear();
-        let Some((first, rest)) = hashes.split_first() else {
-            return;
-        };
-        let Some(set) = self.nodes.get(first) else {
+        // The lookups are independent: start loading the first blocks' entries now, and
+        // each later one `AHEAD` blocks before it is needed, so the memory accesses
+        // overlap (the table is far larger than the caches) instead of paying one memory
+        // latency per block. At most `AHEAD` entries are loaded in vain.
+        for h in hashes.iter().take(AHEAD) {
+            self.prefetch(*h);
+        }
+        for h in hashes.iter().take(HOLDERS_AHEAD) {
+            self.prefetch_holders(*h);
+        }
+        let Some(set) = hashes.first().and_then(|h| self.get(*h)) else {
             return;
         };
         // Two representations of the workers still matching: a short list (the common
         // case, cheap to filter) or a bitset (when hundreds share a prefix, so that each
         // further block costs one AND per 64 workers rather than one probe per worker).
         let mut bits_mode = false;
+        scratch.list.clear();
+        scratch.words.clear();
         match set.view() {
-            View::Few(ids) => {
-                scratch.list.clear();
-                scratch.list.extend_from_slice(ids);
-            }
+            View::Small(ids) => scratch.list.extend(ids.iter().map(|&s| u32::from(s))),
+            View::List(ids) => scratch.list.extend_from_slice(ids),
             View::Bits(words) => {
-                scratch.words.clear();
                 scratch.words.extend_from_slice(words);
                 bits_mode = true;
             }
         }
-        // Look blocks up a chunk at a time: the lookups are independent, so the CPU
-        // overlaps their cache misses (the table is far larger than the caches) instead
-        // of paying one memory latency per block. At most a chunk is looked up in vain.
-        const CHUNK: usize = 16;
-        for (c, chunk) in rest.chunks(CHUNK).enumerate() {
-            let mut sets: [Option<&WorkerSet>; CHUNK] = [None; CHUNK];
-            for (slot, h) in sets.iter_mut().zip(chunk) {
-                *slot = self.nodes.get(h);
+        if !bits_mode {
+            let max = scratch.list.iter().copied().max().unwrap_or(0);
+            scratch.words.resize(max as usize / 64 + 1, 0);
+            for &s in &scratch.list {
+                set_bit(&mut scratch.words, s);
             }
-            for (j, set) in sets[..chunk.len()].iter().enumerate() {
-                let depth = (c * CHUNK + j) as u32 + 1;
-                let Some(set) = set else {
-                    return flush(scratch, bits_mode, depth);
-                };
-                if bits_mode {
-                    bits_mode = step_bits(scratch, set, depth);
-                } else {
-                    step_list(scratch, set, depth);
+        }
+        for (i, h) in hashes.iter().enumerate().skip(1) {
+            if let Some(ahead) = hashes.get(i + AHEAD) {
+                self.prefetch(*ahead);
+            }
+            if let Some(ahead) = hashes.get(i + HOLDERS_AHEAD) {
+                self.prefetch_holders(*ahead);
+            }
+            let depth = i as u32;
+            let Some(set) = self.get(*h) else {
+                return flush(scratch, bits_mode, depth);
+            };
+            if bits_mode {
+                bits_mode = step_bits(scratch, set, depth);
+                if bits_mode && scratch.words.is_empty() {
+                    return;
                 }
-                if (!bits_mode && scratch.list.is_empty())
-                    || (bits_mode && scratch.words.is_empty())
-                {
+            } else {
+                step_list(scratch, set, depth);
+                if scratch.list.is_empty() {
                     return;
                 }
             }
@@ -160,22 +209,58 @@ fn flush(scratch: &mut MatchScratch, bits_mode: bool, depth: u32) {
 }
 
 /// One block in list mode: keep the slots `set` holds, emit the others at `depth`.
+///
+/// In list mode `scratch.words` mirrors `scratch.list` as a bitset, so that when both
+/// the list and the block's set are long (a prefix shared by a few dozen workers), the
+/// intersection costs one bit test per member of the set rather than one scan of the
+/// set per listed slot. A block that every listed slot holds, the common case along a
+/// shared prefix, then changes nothing.
 #[inline]
 fn step_list(scratch: &mut MatchScratch, set: &WorkerSet, depth: u32) {
-    let out = &mut scratch.out;
-    scratch.list.retain(|&s| {
-        let keep = set.contains(s);
-        if !keep {
-            out.push((s, depth));
+    let survivors = &mut scratch.next_list;
+    survivors.clear();
+    match set.view() {
+        View::Small(ids) => survivors.extend(
+            ids.iter()
+                .map(|&s| u32::from(s))
+                .filter(|&s| bit(&scratch.words, s)),
+        ),
+        View::List(ids) => {
+            survivors.extend(ids.iter().copied().filter(|&s| bit(&scratch.words, s)))
         }
-        keep
-    });
+        View::Bits(_) => {
+            survivors.extend(scratch.list.iter().copied().filter(|&s| set.contains(s)))
+        }
+    }
+    if survivors.len() == scratch.list.len() {
+        return;
+    }
+    // Emit and unmark the slots that are not survivors: unmark the survivors first, so
+    // that the bits left among the listed slots are exactly the dropped ones.
+    for &s in survivors.iter() {
+        clear_bit(&mut scratch.words, s);
+    }
+    for &s in &scratch.list {
+        if bit(&scratch.words, s) {
+            scratch.out.push((s, depth));
+            clear_bit(&mut scratch.words, s);
+        }
+    }
+    for &s in survivors.iter() {
+        set_bit(&mut scratch.words, s);
+    }
+    std::mem::swap(&mut scratch.list, &mut scratch.next_list);
+}
+
+#[inline]
+fn clear_bit(words: &mut [u64], slot: u32) {
+    words[slot as usize / 64] &= !(1u64 << (slot % 64));
 }
 
 /// One block in bitset mode; returns whether to stay in bitset mode. Empties
 /// `scratch.words` when no slot is left.
 fn step_bits(scratch: &mut MatchScratch, set: &WorkerSet, depth: u32) -> bool {
-    match set.view() {
+    let ids: &mut dyn Iterator<Item = u32> = match set.view() {
         View::Bits(words) => {
             let mut remaining = 0u32;
             for (i, w) in scratch.words.iter_mut().enumerate() {
@@ -197,29 +282,34 @@ fn step_bits(scratch: &mut MatchScratch, set: &WorkerSet, depth: u32) -> bool {
                 scratch.list.extend(iter_bits(&scratch.words));
                 return false;
             }
-            true
+            return true;
         }
-        View::Few(ids) => {
-            // At most LIST_MAX survivors: they are `ids` ∩ active.
-            scratch.next_list.clear();
-            for &s in ids {
-                if bit(&scratch.words, s) {
-                    scratch.next_list.push(s);
-                    scratch.words[s as usize / 64] &= !(1u64 << (s % 64));
-                }
-            }
-            // What is left in the bitset dropped out at this block.
-            scratch
-                .out
-                .extend(iter_bits(&scratch.words).map(|s| (s, depth)));
-            std::mem::swap(&mut scratch.list, &mut scratch.next_list);
-            if scratch.list.is_empty() {
-                scratch.words.clear();
-                return true;
-            }
-            false
+        View::Small(ids) => &mut ids.iter().map(|&s| u32::from(s)),
+        View::List(ids) => &mut ids.iter().copied(),
+    };
+    // At most LIST_MAX survivors: they are `ids` ∩ active.
+    scratch.next_list.clear();
+    for s in ids {
+        if bit(&scratch.words, s) {
+            scratch.next_list.push(s);
+            clear_bit(&mut scratch.words, s);
         }
     }
+    // What is left in the bitset dropped out at this block.
+    scratch
+        .out
+        .extend(iter_bits(&scratch.words).map(|s| (s, depth)));
+    std::mem::swap(&mut scratch.list, &mut scratch.next_list);
+    if scratch.list.is_empty() {
+        scratch.words.clear();
+        return true;
+    }
+    // List mode from here: the bitset mirrors the list.
+    scratch.words.fill(0);
+    for &s in &scratch.list {
+        set_bit(&mut scratch.words, s);
+    }
+    false
 }
 
 #[cfg(test)]
