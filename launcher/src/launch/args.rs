@@ -91,6 +91,8 @@ pub(crate) struct LaunchArgs {
 pub(crate) enum EngineChoice {
     /// The built-in simulator, simulating `hardware`.
     Sim { hardware: String, speedup: String },
+    /// A real engine (vLLM, SGLang, TensorRT-LLM) with its adapter's defaults.
+    Real(EngineKind),
 }
 
 /// Everything a rank needs, read and checked.
@@ -199,12 +201,26 @@ fn resolve(
             hardware: sim_hardware(emulated.as_ref()),
             speedup: args.speedup.clone(),
         },
-        (_, kind) => anyhow::bail!(
-            "the recipe's engine is `{}`, whose adapter this build of cohort does not have yet; \
-             rehearse the deployment with `--engine sim`",
-            kind.name()
+        (_, kind @ (EngineKind::Vllm | EngineKind::Sglang | EngineKind::Trtllm)) => {
+            EngineChoice::Real(kind)
+        }
+        (Some(other), _) => {
+            anyhow::bail!("`--engine {other}`: only `sim` can stand in for a recipe's engine")
+        }
+        (None, EngineKind::External) => anyhow::bail!(
+            "the recipe's engine is `external` (servers cohort does not start): serve them \
+             with `cohort serve --worker URL …`, or rehearse the deployment with `--engine sim`"
         ),
     };
+    if engine == EngineChoice::Real(EngineKind::Trtllm)
+        && recipe.deploy.mode == crate::recipe::Mode::Disaggregated
+    {
+        anyhow::bail!(
+            "TensorRT-LLM serves this recipe disaggregated, but cohort's frontend does not \
+             speak its `disaggregated_params` handshake yet; run it with `deploy.mode = \
+             \"aggregated\"`, or rehearse it with `--engine sim`"
+        );
+    }
     let mut exclude = Vec::new();
     for e in &args.exclude {
         exclude

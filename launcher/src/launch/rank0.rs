@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
-use super::args::{EngineChoice, Launch};
+use super::args::Launch;
 use super::local::LocalRanks;
 use super::node::{self, NodeInfo};
 use super::results::{self, Incident, Results, Summary};
@@ -478,6 +478,11 @@ impl Lead<'_> {
             port,
             model: Some(launch.recipe.model.name.clone()),
             log_level: cohort_router::settings::LogLevel::Error,
+            handshake: if wire.engine.is_sglang() {
+                cohort_router::settings::HandshakeKind::Sglang
+            } else {
+                cohort_router::settings::HandshakeKind::Vllm
+            },
             ..cohort_router::ServeArgs::default()
         };
         let settings = args
@@ -506,6 +511,10 @@ impl Lead<'_> {
                 .spec
                 .kv_events_port
                 .map(|p| format!("tcp://{}:{p}", a.spec.host));
+            if wire.engine.is_sglang() && a.spec.role == cohort_rank::engine::Role::Prefill {
+                spec.bootstrap_port =
+                    Some(a.spec.port + cohort_rank::engine::port_offset::KV_TRANSFER);
+            }
             let id = handle.add_worker(spec.clone()).ending(Ending::Preflight)?;
             workers.insert(a.spec.id.clone(), (id, spec));
         }
@@ -795,11 +804,10 @@ impl Lead<'_> {
             duration_s: results::secs(self.clock.elapsed()),
             ranks: self.launch.boot.size,
             bootstrap: self.launch.boot.method.to_string(),
-            engine: match &self.launch.engine {
-                EngineChoice::Sim { hardware, speedup } => {
-                    format!("sim (simulating {hardware}, speedup {speedup})")
-                }
-            },
+            engine: plan.map_or_else(
+                || format!("{:?}", self.launch.engine),
+                |p| p.engine.describe(),
+            ),
             instances: plan.map_or(0, |p| p.instances.len()),
             gpus: plan.map_or(0, |p| {
                 p.instances

@@ -35,15 +35,42 @@ pub(crate) struct WirePlan {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum WireEngine {
     Sim { hardware: String, speedup: String },
+    Vllm(engine::vllm::VllmEngine),
+    Sglang(engine::sglang::SglangEngine),
+    Trtllm(engine::trtllm::TrtllmEngine),
 }
 
 impl WireEngine {
-    pub(crate) fn from_choice(c: &EngineChoice) -> Self {
+    /// The engine for `c`; a TensorRT-LLM options file goes beside the logs in `results`.
+    pub(crate) fn from_choice(c: &EngineChoice, results: &std::path::Path) -> Self {
         match c {
             EngineChoice::Sim { hardware, speedup } => Self::Sim {
                 hardware: hardware.clone(),
                 speedup: speedup.clone(),
             },
+            EngineChoice::Real(EngineKind::Sglang) => Self::Sglang(Default::default()),
+            EngineChoice::Real(EngineKind::Trtllm) => Self::Trtllm(engine::trtllm::TrtllmEngine {
+                config_dir: Some(results.join("logs")),
+                ..Default::default()
+            }),
+            EngineChoice::Real(_) => Self::Vllm(Default::default()),
+        }
+    }
+
+    /// Whether the engines speak SGLang's bootstrap handshake (else vLLM's).
+    pub(crate) fn is_sglang(&self) -> bool {
+        matches!(self, Self::Sglang(_))
+    }
+
+    /// The engine as summaries name it.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Self::Sim { hardware, speedup } => {
+                format!("sim (simulating {hardware}, speedup {speedup})")
+            }
+            Self::Vllm(e) => format!("vllm (`{}`)", e.program.display()),
+            Self::Sglang(e) => format!("sglang (`{} -m sglang.launch_server`)", e.python.display()),
+            Self::Trtllm(e) => format!("trtllm (`{}`)", e.program.display()),
         }
     }
 
@@ -56,6 +83,9 @@ impl WireEngine {
                 sim.speedup.clone_from(speedup);
                 engine::EngineConfig::Sim(sim)
             }
+            Self::Vllm(e) => engine::EngineConfig::Vllm(e.clone()),
+            Self::Sglang(e) => engine::EngineConfig::Sglang(e.clone()),
+            Self::Trtllm(e) => engine::EngineConfig::Trtllm(e.clone()),
         }
     }
 }
@@ -157,8 +187,8 @@ pub(crate) fn build(
     }
     Ok(WirePlan {
         job: job.to_owned(),
+        engine: WireEngine::from_choice(engine, &results),
         results,
-        engine: WireEngine::from_choice(engine),
         stop_grace_ms,
         instances,
     })
@@ -216,7 +246,10 @@ fn engine_args(
     engine: &EngineChoice,
 ) -> (Vec<String>, Vec<(String, String)>) {
     let e = &recipe.engine;
-    let own = matches!(engine, EngineChoice::Sim { .. }) == (e.kind == EngineKind::Sim);
+    let own = match engine {
+        EngineChoice::Sim { .. } => e.kind == EngineKind::Sim,
+        EngineChoice::Real(kind) => *kind == e.kind,
+    };
     let role_args: Option<&RoleArgs> = match role {
         Role::Prefill => e.prefill.as_ref(),
         Role::Decode => e.decode.as_ref(),

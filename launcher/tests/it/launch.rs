@@ -528,3 +528,31 @@ fn a_rank_that_stops_answering_is_detected_and_the_job_ends() {
     // Rank 0 woke the hung rank and told it to stop: its engines are gone too.
     assert_no_leftovers(&job);
 }
+
+#[test]
+fn a_real_engine_that_is_not_installed_ends_the_job_fast_naming_it() {
+    let tmp = TempDir::new("launch-novllm");
+    let topo = repo_root().join("recipes/topologies/hgx-h100-4nodes.toml");
+    let r = tmp.path().join("recipe.toml");
+    std::fs::write(
+        &r,
+        format!(
+            "name = \"vllm-missing\"\n[model]\nname = \"meta-llama/Llama-3.1-8B-Instruct\"\n\
+             [engine]\nkind = \"vllm\"\n[deploy]\nmode = \"disaggregated\"\ntopology = \"{}\"\n\
+             base_port = 31700\n[deploy.prefill]\ngpus = 4\nper_domain = 1\n\
+             [deploy.decode]\ngpus = 4\nper_domain = 1\n",
+            topo.display()
+        ),
+    )
+    .unwrap();
+    let mut job = Job::start(tmp.path(), &r, &[]);
+    // PATH without any `vllm`: the adapter's command cannot be found.
+    let status = job.wait(Duration::from_secs(60));
+    let err = job.stderr();
+    assert_eq!(status.code(), Some(13), "stderr:\n{err}");
+    assert!(
+        err.contains("engine-start") && err.contains("(vllm)"),
+        "{err}"
+    );
+    assert_no_leftovers(&job);
+}

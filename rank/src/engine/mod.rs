@@ -15,8 +15,11 @@ pub mod external;
 mod logtail;
 mod probe;
 mod process;
+pub mod sglang;
 pub mod sim;
 pub mod supervisor;
+pub mod trtllm;
+pub mod vllm;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -94,6 +97,43 @@ fn one() -> u32 {
     1
 }
 
+/// Offsets in an instance's block of ports, `port..port + port_stride` (stride 10 by
+/// default): what the real engines' adapters bind where. `+0` is the HTTP port.
+pub mod port_offset {
+    /// ZMQ PUB of KV events (`InstanceSpec::kv_events_port` from the launcher).
+    pub const KV_EVENTS: u16 = 1;
+    /// vLLM's NIXL side channel; SGLang's disaggregation bootstrap server (prefill).
+    pub const KV_TRANSFER: u16 = 2;
+    /// Multi-node rendezvous on the leader: vLLM's `--master-port`, SGLang's
+    /// `--dist-init-addr` port. SGLang also takes the next six (`+4..=+9`) on the leader
+    /// for its own ZMQ sockets.
+    pub const DIST_INIT: u16 = 3;
+}
+
+/// Where one node stands in an instance that spans several nodes.
+///
+/// Every node of such an instance runs one engine process; the leader (`node_rank` 0)
+/// serves HTTP and publishes KV events, the followers join it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultiNode {
+    /// Nodes the instance spans (≥ 2).
+    pub nnodes: u32,
+    /// This node's rank in the instance; 0 is the leader.
+    pub node_rank: u32,
+    /// The leader's cluster-facing address (its `InstanceSpec::host`).
+    pub leader_host: String,
+    /// The leader's HTTP port: the start of the port block its rendezvous is in.
+    pub leader_port: u16,
+}
+
+impl MultiNode {
+    /// Whether this node serves the instance's HTTP API.
+    pub fn is_leader(&self) -> bool {
+        self.node_rank == 0
+    }
+}
+
 /// What an engine method is asked about.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineContext<'a> {
@@ -156,6 +196,9 @@ pub trait Engine: Send + Sync + fmt::Debug {
 pub enum EngineConfig {
     Sim(sim::SimEngine),
     External(external::ExternalEngine),
+    Vllm(vllm::VllmEngine),
+    Sglang(sglang::SglangEngine),
+    Trtllm(trtllm::TrtllmEngine),
 }
 
 impl EngineConfig {
@@ -164,6 +207,9 @@ impl EngineConfig {
         match self {
             Self::Sim(e) => Arc::new(e),
             Self::External(e) => Arc::new(e),
+            Self::Vllm(e) => Arc::new(e),
+            Self::Sglang(e) => Arc::new(e),
+            Self::Trtllm(e) => Arc::new(e),
         }
     }
 }

@@ -3,4 +3,5 @@
 mod captured;
 mod control;
 mod engine;
+mod engines;
 mod sim;
