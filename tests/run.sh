@@ -35,8 +35,9 @@ step "cargo test"
 cargo test -j2 --workspace --locked -- --show-output
 
 step "cargo test: Hugging Face tokenizer support (feature hf)"
-# Off by default (the tokenizers crate is a large build); its tests still run here.
-cargo test -j2 --locked -p cohort-rank -p cohort-router --features cohort-rank/hf,cohort-router/hf --lib
+# Off by default (the tokenizers crate is a large build); its tests still run here:
+# the simulator's and the router's tokenizer, the benchmark's exact-length text prompts.
+cargo test -j2 --locked -p cohort-rank -p cohort-router -p cohort-bench --features cohort-rank/hf,cohort-router/hf,cohort-bench/hf --lib
 
 step "cargo test: MPI bootstrap (feature mpi) under mpirun"
 # Off by default (rsmpi needs an MPI library and libclang to build): the bootstrap alone

@@ -7,6 +7,9 @@
 //! skipped with a note.
 //!
 //! `cargo bench -p cohort-bench --bench capacity` (`BENCH_SECONDS`, default 5, per row).
+//! `BENCH_HARNESS=/path/to/cohort-bench` measures another build of the harness (a saved
+//! copy of an earlier commit's, say) against the same server: run the two alternately,
+//! since a shared machine's figures drift by tens of percent.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -14,6 +17,8 @@ use std::time::Duration;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_cohort-bench-server");
 const HARNESS: &str = env!("CARGO_BIN_EXE_cohort-bench");
+/// Environment: the harness binary to measure instead of this build's.
+const ENV_HARNESS: &str = "BENCH_HARNESS";
 
 fn have(tool: &str) -> bool {
     Command::new("sh")
@@ -79,7 +84,8 @@ struct Row {
 fn harness(url: &str, secs: u64, tokens: u32, load: &[&str]) -> serde_json::Value {
     let dir = std::env::temp_dir().join(format!("cohort-capacity-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let status = pinned(1, HARNESS)
+    let harness = std::env::var(ENV_HARNESS).unwrap_or_else(|_| HARNESS.to_owned());
+    let status = pinned(1, &harness)
         .args([
             "--url",
             url,
@@ -208,10 +214,21 @@ fn main() {
             &server.url,
             secs,
             tokens,
-            &["--rate", &rate.to_string(), "--arrival", "constant"],
+            // Bounded in flight: a generator (or server) that falls behind an unbounded
+            // open loop opens ever more connections until file descriptors run out.
+            &[
+                "--rate",
+                &rate.to_string(),
+                "--arrival",
+                "constant",
+                "--max-concurrency",
+                "1024",
+            ],
         );
         rows.push(Row {
-            what: format!("open loop, {rate} req/s constant, {tokens}-token streams"),
+            what: format!(
+                "open loop, {rate} req/s constant, {tokens}-token streams, ≤ 1024 in flight"
+            ),
             tool: "cohort bench",
             req_s: p["request_throughput"].as_f64().unwrap_or(0.0),
             cpu_us: p["harness_cpu_per_request_us"].as_f64(),

@@ -164,6 +164,15 @@ pub struct BenchArgs {
     /// Worker threads of the harness's runtime [default: one per core].
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// After the first SIGINT/SIGTERM: stop issuing, let requests in flight finish for up
+    /// to this long, then cut them (`0s`: cut at once). A second signal cuts at once.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub drain_grace: Duration,
+    /// A Hugging Face model directory: chat prompts become text whose token count under
+    /// its `tokenizer.json` is the length asked for, and text prompts are counted with it
+    /// (needs cohort-bench built with the `hf` feature).
+    #[arg(long, value_name = "DIR")]
+    pub model_dir: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -322,6 +331,9 @@ impl BenchArgs {
                 every: self.progress_every,
             },
         };
+        if let Some(dir) = &self.model_dir {
+            crate::dataset::TextTokenizer::check_available(dir)?;
+        }
         Ok(Settings {
             target,
             model: self.model.clone(),
@@ -344,6 +356,8 @@ impl BenchArgs {
             progress,
             print_tables: !self.quiet,
             threads: self.threads,
+            drain_grace: self.drain_grace,
+            model_dir: self.model_dir.clone(),
         })
     }
 }

@@ -9,8 +9,7 @@ use crate::error::BenchError;
 use crate::record::{ErrorType, RequestError, RequestRecord};
 use crate::settings::{Endpoint, Target};
 use bytes::Bytes;
-use cohort_router::openai::sse::{parse_line, SseLine};
-use cohort_router::openai::{ChatChunk, CompletionChunk, ErrorResponse, ModelList, Usage};
+use cohort_router::openai::{ErrorResponse, ModelList, Usage};
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Uri};
@@ -139,6 +138,8 @@ impl Client {
         }
         let sent = Instant::now();
         let mut m = Measure::new(self.endpoint);
+        // One gap per token after the first: no regrowth while the stream runs.
+        m.itl.reserve(req.max_tokens.min(8192) as usize);
         let outcome = tokio::select! {
             biased;
             _ = cancel.cancelled() => Outcome::Cancelled,
@@ -316,11 +317,14 @@ impl Measure {
     pub(crate) fn feed(&mut self, data: &[u8], t: Instant) {
         let mut rest = data;
         if !self.pending.is_empty() {
-            match rest.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', rest) {
                 Some(i) => {
                     let mut line = std::mem::take(&mut self.pending);
                     line.extend_from_slice(&rest[..i]);
                     self.line(&line, t);
+                    // Keep the buffer's allocation for the next split line.
+                    line.clear();
+                    self.pending = line;
                     rest = &rest[i + 1..];
                 }
                 None => {
@@ -329,7 +333,7 @@ impl Measure {
                 }
             }
         }
-        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+        while let Some(i) = memchr::memchr(b'\n', rest) {
             self.line(&rest[..i], t);
             rest = &rest[i + 1..];
             if self.done || self.error.is_some() {
@@ -339,46 +343,36 @@ impl Measure {
         self.pending.extend_from_slice(rest);
     }
 
+    /// One line of the stream: `data: {json}`, `data: [DONE]`, or anything else
+    /// (comments, `event:` lines, the blank line ending an event), which is skipped.
     fn line(&mut self, line: &[u8], t: Instant) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if self.done || self.error.is_some() {
             return;
         }
-        let Ok(text) = std::str::from_utf8(line) else {
-            self.fail(
-                ErrorType::BadChunk,
-                None,
-                "an event is not UTF-8".to_owned(),
-            );
+        let Some(data) = line.strip_prefix(b"data:") else {
             return;
         };
-        match parse_line(text) {
-            SseLine::Done => self.done = true,
-            SseLine::Data(json) => self.event(json, t),
-            SseLine::Other => {}
+        let data = data.strip_prefix(b" ").unwrap_or(data);
+        if data == b"[DONE]" {
+            self.done = true;
+        } else {
+            self.event(data, t);
         }
     }
 
-    fn event(&mut self, json: &str, t: Instant) {
-        let (token, usage) = match self.endpoint {
-            Endpoint::Completions => match serde_json::from_str::<CompletionChunk<'_>>(json) {
-                Ok(c) => (
-                    c.choices.iter().any(|ch| {
-                        !ch.text.is_empty() || ch.token_ids.as_ref().is_some_and(|t| !t.is_empty())
-                    }),
-                    c.usage,
-                ),
-                Err(e) => return self.bad_event(json, e),
-            },
-            Endpoint::Chat => match serde_json::from_str::<ChatChunk<'_>>(json) {
-                Ok(c) => (
-                    c.choices
-                        .iter()
-                        .any(|ch| ch.delta.content.as_ref().is_some_and(|s| !s.is_empty())),
-                    c.usage,
-                ),
-                Err(e) => return self.bad_event(json, e),
-            },
+    fn event(&mut self, json: &[u8], t: Instant) {
+        // From bytes: strings that are read are checked for UTF-8, skipped ones are not
+        // (no validation pass over the whole event).
+        let (token, usage) = match serde_json::from_slice::<lite::Chunk>(json) {
+            Ok(c) => (
+                match self.endpoint {
+                    Endpoint::Completions => c.choices.completion_token,
+                    Endpoint::Chat => c.choices.chat_token,
+                },
+                c.usage,
+            ),
+            Err(e) => return self.bad_event(json, e),
         };
         if usage.is_some() {
             self.usage = usage;
@@ -395,8 +389,8 @@ impl Measure {
         }
     }
 
-    fn bad_event(&mut self, json: &str, e: serde_json::Error) {
-        match serde_json::from_str::<ErrorResponse<'_>>(json) {
+    fn bad_event(&mut self, json: &[u8], e: serde_json::Error) {
+        match serde_json::from_slice::<ErrorResponse<'_>>(json) {
             Ok(er) => self.fail(
                 ErrorType::StreamError,
                 Some(er.error.code),
@@ -405,8 +399,118 @@ impl Measure {
             Err(_) => self.fail(
                 ErrorType::BadChunk,
                 None,
-                format!("{e}: {}", &json[..json.len().min(120)]),
+                format!(
+                    "{e}: {}",
+                    String::from_utf8_lossy(&json[..json.len().min(120)])
+                ),
             ),
+        }
+    }
+}
+
+/// What the timing needs of a streamed chunk, read without building it: whether a
+/// choice carries a token, and the usage. Other fields (`id`, `model`, logprobs, ...) are
+/// skipped unread, strings are checked for emptiness in place and `choices` folds into
+/// two flags instead of a vector: no allocation per event. `choices` must be present,
+/// so an `{"error": ...}` event does not parse as a chunk.
+mod lite {
+    use cohort_router::openai::Usage;
+    use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
+    use serde::Deserialize;
+    use std::fmt;
+
+    #[derive(Deserialize)]
+    pub(super) struct Chunk {
+        pub(super) choices: Choices,
+        #[serde(default)]
+        pub(super) usage: Option<Usage>,
+    }
+
+    /// Whether any choice carries a token, as completions (`text` or `token_ids`) and
+    /// as chat (`delta.content`) count one.
+    #[derive(Default)]
+    pub(super) struct Choices {
+        pub(super) completion_token: bool,
+        pub(super) chat_token: bool,
+    }
+
+    #[derive(Deserialize)]
+    struct Choice {
+        #[serde(default)]
+        text: Option<NonEmpty>,
+        #[serde(default)]
+        token_ids: Option<NonEmptySeq>,
+        #[serde(default)]
+        delta: Option<Delta>,
+    }
+
+    #[derive(Deserialize)]
+    struct Delta {
+        #[serde(default)]
+        content: Option<NonEmpty>,
+    }
+
+    impl<'de> Deserialize<'de> for Choices {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Choices;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a list of choices")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Choices, A::Error> {
+                    let mut c = Choices::default();
+                    while let Some(ch) = seq.next_element::<Choice>()? {
+                        let some = |n: Option<NonEmpty>| n.is_some_and(|n| n.0);
+                        c.completion_token |= some(ch.text) || ch.token_ids.is_some_and(|t| t.0);
+                        c.chat_token |= ch.delta.is_some_and(|d| some(d.content));
+                    }
+                    Ok(c)
+                }
+            }
+            d.deserialize_seq(V)
+        }
+    }
+
+    /// A string, kept only as whether it is empty.
+    struct NonEmpty(bool);
+
+    impl<'de> Deserialize<'de> for NonEmpty {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = NonEmpty;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<NonEmpty, E> {
+                    Ok(NonEmpty(!v.is_empty()))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    /// A list, kept only as whether it is empty.
+    struct NonEmptySeq(bool);
+
+    impl<'de> Deserialize<'de> for NonEmptySeq {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = NonEmptySeq;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a list")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NonEmptySeq, A::Error> {
+                    let mut any = false;
+                    while seq.next_element::<IgnoredAny>()?.is_some() {
+                        any = true;
+                    }
+                    Ok(NonEmptySeq(any))
+                }
+            }
+            d.deserialize_seq(V)
         }
     }
 }
@@ -445,6 +549,39 @@ mod tests {
         m.feed(chunk("z").as_bytes(), t0 + Duration::from_micros(4000));
         assert_eq!(m.itl, vec![1500, 2500]);
         assert!(!m.done);
+    }
+
+    #[test]
+    fn chat_deltas_and_token_ids_count_as_the_endpoint_reads_them() {
+        let t0 = Instant::now();
+        let mut m = Measure::new(Endpoint::Chat);
+        // A role-only delta, an empty content, then two tokens (one with an escape).
+        m.feed(b"data: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n", t0);
+        m.feed(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"logprobs\":null}]}\n\n", t0);
+        m.feed(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\n\"}}],\"usage\":null}\n\n", t0);
+        m.feed(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\" a\"}}]}\n\ndata: [DONE]\n\n", t0 + Duration::from_millis(2));
+        assert_eq!(m.chunks, 2);
+        assert_eq!(m.itl, vec![2000]);
+        assert!(m.done && m.error.is_none());
+        // A chat delta is no token to completions; completions' token ids are.
+        let mut m = Measure::new(Endpoint::Completions);
+        m.feed(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
+            t0,
+        );
+        m.feed(
+            b"data: {\"choices\":[{\"text\":\"\",\"token_ids\":[]}]}\n\n",
+            t0,
+        );
+        assert_eq!(m.chunks, 0);
+        m.feed(
+            b"data: {\"choices\":[{\"text\":\"\",\"token_ids\":[17]}]}\n\n",
+            t0,
+        );
+        assert_eq!(m.chunks, 1);
+        // A chunk without `choices` is no chunk.
+        m.feed(b"data: {\"id\":\"x\"}\n\n", t0);
+        assert_eq!(m.error.unwrap().kind, ErrorType::BadChunk);
     }
 
     #[test]

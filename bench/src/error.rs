@@ -55,6 +55,15 @@ pub enum BenchError {
         /// What went wrong.
         reason: String,
     },
+    /// `--model-dir`'s `tokenizer.json` could not be loaded.
+    #[error("cannot load the tokenizer `{}`", path.display())]
+    Tokenizer {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The async runtime could not be built.
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),

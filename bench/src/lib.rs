@@ -12,8 +12,10 @@
 //! HdrHistograms; [`report`] writes JSON (`vllm bench serve` keys plus ours), CSV, JSONL
 //! and SVG, each file atomically.
 //!
-//! It deliberately does not tokenize text (chat prompts are words standing for token ids,
-//! lengths of text prompts are estimated) nor speak TLS.
+//! It does not tokenize text unless built with the `hf` feature and given the model's
+//! directory (`--model-dir`: chat prompts of exact length, text prompts counted; without
+//! it chat prompts are words standing for token ids and text lengths are estimated), and
+//! it deliberately does not speak TLS.
 
 pub mod args;
 pub mod arrival;

@@ -28,6 +28,8 @@ use tokio_util::task::TaskTracker;
 
 /// How long the preparer may run ahead of the dispatcher, in requests.
 const LOOKAHEAD: usize = 512;
+/// Requests the preparer hands over at once.
+const BATCH: usize = 32;
 /// How often the point in progress is written out, marked partial.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 
@@ -103,7 +105,7 @@ pub(crate) async fn run_point(
     spec: &PointSpec,
     stop: &CancellationToken,
     progress: &mut Progress,
-    sink: &mut dyn PointSink,
+    sink: &mut (dyn PointSink + Send),
 ) -> Result<PointRun, BenchError> {
     let replay = matches!(spec.kind, PointKind::Replay { .. });
     let measured = ctx.limit.requests;
@@ -119,25 +121,37 @@ pub(crate) async fn run_point(
         total = Some(total.map_or(len, |t| t.min(len)));
     }
 
-    // The preparer.
-    let (req_tx, req_rx) = mpsc::channel::<PreparedRequest>(LOOKAHEAD);
+    // The preparer: batches, so that it is woken once per `BATCH` requests taken, not
+    // once per request (a context switch each on a loaded core).
+    let (req_tx, req_rx) = mpsc::channel::<Vec<PreparedRequest>>(LOOKAHEAD / BATCH);
     let (ready_tx, ready_rx) = oneshot::channel::<()>();
-    let source = ctx.dataset.source(ctx.seed, ctx.builder.clone(), !replay);
+    let mut source = ctx
+        .dataset
+        .source(ctx.seed, ctx.builder.clone(), !replay)
+        .take(total.map_or(usize::MAX, |t| t as usize));
     let preparer = tokio::task::spawn_blocking(move || {
         let mut ready = Some(ready_tx);
         let mut n = 0usize;
-        for r in source.take(total.map_or(usize::MAX, |t| t as usize)) {
-            if req_tx.blocking_send(r).is_err() {
+        loop {
+            let batch: Vec<PreparedRequest> = source.by_ref().take(BATCH).collect();
+            if batch.is_empty() {
                 break;
             }
-            n += 1;
-            if n == LOOKAHEAD {
+            n += batch.len();
+            if req_tx.blocking_send(batch).is_err() {
+                break;
+            }
+            if n >= LOOKAHEAD {
                 if let Some(t) = ready.take() {
                     let _ = t.send(());
                 }
             }
         }
     });
+    let req_rx = Prepared {
+        rx: req_rx,
+        batch: Vec::new().into_iter(),
+    };
     // Start once the queue is full (or the dataset is exhausted): no synthesis is left
     // for the first requests' send path.
     let _ = ready_rx.await;
@@ -338,7 +352,33 @@ async fn ramp(sem: Arc<Semaphore>, c: u32, ramp_up: Option<Duration>, origin: In
     }
 }
 
-async fn closed_loop(d: Dispatch, mut rx: mpsc::Receiver<PreparedRequest>, sem: Arc<Semaphore>) {
+/// The dispatcher's end of the preparer's queue: batches, taken one request at a time.
+struct Prepared {
+    rx: mpsc::Receiver<Vec<PreparedRequest>>,
+    batch: std::vec::IntoIter<PreparedRequest>,
+}
+
+impl Prepared {
+    async fn recv(&mut self) -> Option<PreparedRequest> {
+        loop {
+            if let Some(r) = self.batch.next() {
+                return Some(r);
+            }
+            self.batch = self.rx.recv().await?.into_iter();
+        }
+    }
+
+    fn blocking_recv(&mut self) -> Option<PreparedRequest> {
+        loop {
+            if let Some(r) = self.batch.next() {
+                return Some(r);
+            }
+            self.batch = self.rx.blocking_recv()?.into_iter();
+        }
+    }
+}
+
+async fn closed_loop(d: Dispatch, mut rx: Prepared, sem: Arc<Semaphore>) {
     let handle = tokio::runtime::Handle::current();
     let deadline = d.deadline.map(|x| tokio::time::Instant::from(d.origin + x));
     let mut n = 0u64;
@@ -364,7 +404,7 @@ enum Pace {
 /// timer (sub-millisecond), never accumulating lateness (due times are absolute).
 fn open_loop(
     d: Dispatch,
-    mut rx: mpsc::Receiver<PreparedRequest>,
+    mut rx: Prepared,
     mut pace: Pace,
     sem: Option<Arc<Semaphore>>,
     handle: tokio::runtime::Handle,

@@ -45,6 +45,13 @@ pub struct Settings {
     pub print_tables: bool,
     /// Worker threads of the runtime that `run_cli` builds (0: one per core).
     pub threads: usize,
+    /// `run_cli` only: after the first SIGINT/SIGTERM, how long requests in flight may
+    /// finish before they are cut (zero: cut at once). Callers of
+    /// [`run_draining`](crate::run_draining) choose their own grace.
+    pub drain_grace: Duration,
+    /// A Hugging Face model directory whose `tokenizer.json` sizes chat prompts exactly
+    /// (feature `hf`); `None`: words standing for token ids, lengths approximate.
+    pub model_dir: Option<PathBuf>,
 }
 
 /// An HTTP endpoint: `http://host:port` plus an optional path prefix.

@@ -3,15 +3,17 @@
 
 use crate::args::BenchArgs;
 use crate::client::Client;
-use crate::dataset::{BodyBuilder, Dataset};
+use crate::dataset::{BodyBuilder, Dataset, TextTokenizer};
 use crate::error::BenchError;
 use crate::progress::Progress;
 use crate::report::{point_table, summary_table, Reporter, RunInfo};
 use crate::runner::{run_point, PointCtx, PointKind, PointSpec};
-use crate::settings::{Load, Settings};
+use crate::settings::{Endpoint, Load, Settings};
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// What a finished run produced.
@@ -101,9 +103,21 @@ pub async fn run_draining(
     };
     let spec = settings.dataset.clone();
     let seed = settings.seed;
-    let dataset = tokio::task::spawn_blocking(move || Dataset::load(&spec, seed))
-        .await
-        .map_err(|e| BenchError::Usage(format!("loading the dataset panicked: {e}")))??;
+    let model_dir = settings.model_dir.clone();
+    let endpoint = settings.endpoint;
+    let (dataset, tokenizer) = tokio::task::spawn_blocking(move || {
+        let tokenizer = match &model_dir {
+            Some(dir) => Some(Arc::new(TextTokenizer::load(dir)?)),
+            None => None,
+        };
+        let mut dataset = Dataset::load(&spec, seed)?;
+        if let (Some(tok), Endpoint::Chat) = (&tokenizer, endpoint) {
+            dataset.fit_to(tok);
+        }
+        Ok::<_, BenchError>((dataset, tokenizer))
+    })
+    .await
+    .map_err(|e| BenchError::Usage(format!("loading the dataset panicked: {e}")))??;
     if dataset.is_empty() {
         return Err(BenchError::Usage("the dataset holds no request".to_owned()));
     }
@@ -114,6 +128,7 @@ pub async fn run_draining(
             model: model.clone(),
             endpoint: settings.endpoint,
             enforce_output_len: settings.enforce_output_len,
+            tokenizer,
         },
         seed: settings.seed,
         limit: settings.limit,
@@ -161,8 +176,10 @@ pub async fn run_draining(
     })
 }
 
-/// The `cohort bench` command: resolves `args`, builds a runtime, stops cleanly on the
-/// first SIGINT or SIGTERM (finished points written, the current one marked partial).
+/// The `cohort bench` command: resolves `args`, builds a runtime and runs. The first
+/// SIGINT or SIGTERM stops issuing and lets requests in flight finish for up to
+/// `--drain-grace`, then cuts them; a second signal cuts at once. Finished points are
+/// written in full, the current one marked partial.
 pub fn run_cli(args: &BenchArgs) -> Result<BenchOutcome, BenchError> {
     let settings = args.resolve()?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -170,17 +187,30 @@ pub fn run_cli(args: &BenchArgs) -> Result<BenchOutcome, BenchError> {
         rt.worker_threads(settings.threads);
     }
     let rt = rt.enable_all().build().map_err(BenchError::Runtime)?;
-    rt.block_on(async {
+    // The run is a task on the workers, not the future `block_on` polls on this thread:
+    // its collector then shares a worker with the requests, and a record does not wake
+    // another thread (a context switch per request).
+    let run = rt.spawn(async move {
         let stop = CancellationToken::new();
-        let signals = tokio::spawn(stop_on_signal(stop.clone()));
-        let r = run(&settings, stop).await;
+        let cut = CancellationToken::new();
+        let signals = tokio::spawn(stop_on_signal(
+            stop.clone(),
+            cut.clone(),
+            settings.drain_grace,
+        ));
+        let r = run_draining(&settings, stop, cut).await;
         signals.abort();
         let _ = signals.await;
         r
-    })
+    });
+    match rt.block_on(run) {
+        Ok(r) => r,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
 
-async fn stop_on_signal(stop: CancellationToken) {
+/// First signal: cancel `stop`, then `cut` after `grace` or at a second signal.
+async fn stop_on_signal(stop: CancellationToken, cut: CancellationToken, grace: Duration) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -192,9 +222,25 @@ async fn stop_on_signal(stop: CancellationToken) {
         _ = int.recv() => "SIGINT",
         _ = term.recv() => "SIGTERM",
     };
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "cohort bench: {name}: stopping; finished points are kept, the current one is written as partial"
-    );
+    let say = |line: std::fmt::Arguments<'_>| {
+        let _ = writeln!(std::io::stderr().lock(), "cohort bench: {line}");
+    };
     stop.cancel();
+    if grace.is_zero() {
+        say(format_args!(
+            "{name}: stopping; finished points are kept, the current one is written as partial"
+        ));
+        cut.cancel();
+        return;
+    }
+    say(format_args!(
+        "{name}: stopping; requests in flight may finish for {grace:?} (signal again to cut them now); finished points are kept, the current one is written as partial"
+    ));
+    let why = tokio::select! {
+        _ = tokio::time::sleep(grace) => "drain grace over",
+        _ = int.recv() => "second SIGINT",
+        _ = term.recv() => "second SIGTERM",
+    };
+    say(format_args!("{why}: cutting the requests still in flight"));
+    cut.cancel();
 }

@@ -8,10 +8,12 @@
 mod files;
 mod mooncake;
 mod synth;
+mod text;
 
 pub use files::{parse_jsonl, parse_sharegpt, FileItem};
 pub use mooncake::{parse_trace, TraceEntry};
 pub use synth::{block_tokens, words_for_tokens};
+pub use text::{TextTokenizer, TOKENIZER_FILE};
 
 use crate::error::BenchError;
 use crate::rng::Rng;
@@ -56,6 +58,10 @@ pub struct BodyBuilder {
     pub endpoint: Endpoint,
     /// Ask for exactly `max_tokens` (`ignore_eos`, `min_tokens`).
     pub enforce_output_len: bool,
+    /// The model's tokenizer (`--model-dir`): chat prompts of token ids become text of
+    /// exactly that many tokens, and text prompts are counted exactly. `None`: words
+    /// standing for ids, text lengths estimated.
+    pub tokenizer: Option<Arc<TextTokenizer>>,
 }
 
 impl BodyBuilder {
@@ -78,7 +84,7 @@ impl BodyBuilder {
                         (Prompt::Tokens(t), n)
                     }
                     PromptData::Text(s) => {
-                        let n = estimate_tokens(&s);
+                        let n = self.count(&s);
                         (Prompt::Text(s), n)
                     }
                     PromptData::Messages(m) => {
@@ -87,7 +93,7 @@ impl BodyBuilder {
                             .filter_map(|m| m.content.as_ref().map(|c| c.text().into_owned()))
                             .collect::<Vec<_>>()
                             .join("\n");
-                        let n = estimate_tokens(&s);
+                        let n = self.count(&s);
                         (Prompt::Text(s), n)
                     }
                 };
@@ -112,18 +118,21 @@ impl BodyBuilder {
             Endpoint::Chat => {
                 let (messages, input) = match prompt {
                     PromptData::Tokens(t) => {
-                        let n = t.len() as u32;
-                        (vec![user(words_for_tokens(&t))], n)
+                        let (text, n) = match &self.tokenizer {
+                            Some(tok) => tok.text_for(&t),
+                            None => (words_for_tokens(&t), t.len() as u32),
+                        };
+                        (vec![user(text)], n)
                     }
                     PromptData::Text(s) => {
-                        let n = estimate_tokens(&s);
+                        let n = self.count(&s);
                         (vec![user(s)], n)
                     }
                     PromptData::Messages(m) => {
                         let n = m
                             .iter()
                             .filter_map(|m| m.content.as_ref())
-                            .map(|c| estimate_tokens(&c.text()))
+                            .map(|c| self.count(&c.text()))
                             .sum();
                         (m, n)
                     }
@@ -150,6 +159,16 @@ impl BodyBuilder {
         };
         // Serialising plain structs of strings and integers cannot fail.
         (Bytes::from(body.unwrap_or_default()), input)
+    }
+}
+
+impl BodyBuilder {
+    /// Tokens of `text`: exact with the model's tokenizer, else estimated.
+    fn count(&self, text: &str) -> u32 {
+        match &self.tokenizer {
+            Some(tok) => tok.count(text),
+            None => estimate_tokens(text),
+        }
     }
 }
 
@@ -262,6 +281,17 @@ impl Dataset {
                 Dataset::Items(Arc::new(items))
             }
         })
+    }
+
+    /// Prepares the dataset for text prompts under the model's tokenizer: shared
+    /// prefixes become ids that decode to text of exactly their length and re-encode to
+    /// themselves, so every prompt of a group starts with the same text and only the
+    /// suffix is adjusted to length. (Trace blocks are drawn per request and keep
+    /// approximate sharing.)
+    pub fn fit_to(&mut self, tok: &TextTokenizer) {
+        if let Dataset::Prefix { prefixes, .. } = self {
+            *prefixes = Arc::new(prefixes.iter().map(|p| tok.canonical(p)).collect());
+        }
     }
 
     /// How many distinct requests the dataset holds (`None`: unbounded).

@@ -108,3 +108,139 @@ pub fn summary_table(points: &[Map<String, Value>]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    //! The tables' layout, reviewed once and kept stable: a change of a column, a width
+    //! or a key shows up as a snapshot diff.
+
+    use super::*;
+    use crate::metrics::Accumulator;
+    use crate::record::{ErrorType, RequestError, RequestRecord};
+    use crate::report::{point_json, RunInfo};
+    use crate::runner::{PointKind, PointSpec};
+    use crate::settings::{Arrival, Endpoint, Slo};
+    use serde_json::json;
+
+    fn map(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!("an object literal"),
+        }
+    }
+
+    /// A closed-loop point with goodput, GPUs, errors and harness CPU.
+    fn closed() -> Map<String, Value> {
+        map(json!({
+            "label": "c64", "partial": false,
+            "completed": 4990, "failed": 10, "duration": 61.2345,
+            "request_throughput": 81.4907, "request_goodput": 77.125,
+            "output_throughput": 10430.8, "total_token_throughput": 93876.44,
+            "output_throughput_per_user": 41.27, "output_throughput_per_gpu": 1303.85,
+            "achieved_concurrency": 63.71,
+            "mean_ttft_ms": 412.5, "median_ttft_ms": 388.0, "p90_ttft_ms": 601.25,
+            "p95_ttft_ms": 702.0, "p99_ttft_ms": 955.5, "p99.9_ttft_ms": 1210.0,
+            "mean_tpot_ms": 24.2, "median_tpot_ms": 23.9, "p90_tpot_ms": 27.0,
+            "p95_tpot_ms": 28.4, "p99_tpot_ms": 31.75, "p99.9_tpot_ms": 40.0,
+            "mean_itl_ms": 24.3, "median_itl_ms": 22.1, "p90_itl_ms": 30.0,
+            "p95_itl_ms": 35.5, "p99_itl_ms": 61.0, "p99.9_itl_ms": 120.125,
+            "mean_e2el_ms": 3490.0, "median_e2el_ms": 3420.5, "p90_e2el_ms": 4010.0,
+            "p95_e2el_ms": 4200.0, "p99_e2el_ms": 4800.0, "p99.9_e2el_ms": 5100.0,
+            "errors_by_type": {"http_server_error": 7, "timeout": 3},
+            "harness_cpu_per_request_us": 18.44,
+        }))
+    }
+
+    /// An open-loop point stopped early: lag rows, no SLO, no GPUs, a missing metric.
+    fn open_partial() -> Map<String, Value> {
+        map(json!({
+            "label": "r50", "partial": true,
+            "completed": 1200, "failed": 0, "duration": 24.0,
+            "request_throughput": 50.0, "request_goodput": null,
+            "output_throughput": 6400.0, "total_token_throughput": 57600.0,
+            "output_throughput_per_user": 55.5, "output_throughput_per_gpu": null,
+            "achieved_concurrency": 9.5,
+            "mean_ttft_ms": 80.0, "median_ttft_ms": 75.0, "p90_ttft_ms": 110.0,
+            "p95_ttft_ms": 120.0, "p99_ttft_ms": 150.0, "p99.9_ttft_ms": 190.0,
+            "mean_itl_ms": 18.0, "median_itl_ms": 17.5, "p90_itl_ms": 21.0,
+            "p95_itl_ms": 22.0, "p99_itl_ms": 25.0, "p99.9_itl_ms": 33.0,
+            "mean_e2el_ms": 2400.0, "median_e2el_ms": 2350.0, "p90_e2el_ms": 2700.0,
+            "p95_e2el_ms": 2800.0, "p99_e2el_ms": 3000.0, "p99.9_e2el_ms": 3300.0,
+            "mean_lag_ms": 0.081, "median_lag_ms": 0.062, "p90_lag_ms": 0.15,
+            "p95_lag_ms": 0.21, "p99_lag_ms": 0.584, "p99.9_lag_ms": 1.19,
+            "errors_by_type": {},
+        }))
+    }
+
+    #[test]
+    fn point_table_of_a_closed_loop_point() {
+        insta::assert_snapshot!(point_table(&closed()));
+    }
+
+    #[test]
+    fn point_table_of_a_partial_open_loop_point() {
+        insta::assert_snapshot!(point_table(&open_partial()));
+    }
+
+    #[test]
+    fn summary_table_of_a_sweep() {
+        let mut unlabelled = open_partial();
+        unlabelled.remove("label");
+        insta::assert_snapshot!(summary_table(&[closed(), open_partial(), unlabelled]));
+    }
+
+    /// The table of a point JSON as the reporter builds it from records: every key the
+    /// table reads is one `point_json` writes (a renamed key would show as `-`).
+    #[test]
+    fn point_table_reads_the_keys_point_json_writes() {
+        let slo = Slo {
+            ttft: Some(std::time::Duration::from_millis(50)),
+            ..Slo::default()
+        };
+        let mut acc = Accumulator::default();
+        for i in 0..10u64 {
+            acc.add(
+                &RequestRecord {
+                    index: i,
+                    warmup: false,
+                    due_us: Some(i * 10_000),
+                    sent_us: i * 10_000 + 100 + i * 10,
+                    ttft_us: Some(20_000 + i * 4_000),
+                    e2el_us: 20_000 + i * 4_000 + 3 * 5_000,
+                    itl_us: vec![5_000; 3],
+                    input_tokens: 100,
+                    output_tokens: 4,
+                    cached_tokens: 0,
+                    usage_reported: true,
+                    error: (i == 9).then(|| RequestError {
+                        kind: ErrorType::StreamCut,
+                        status: None,
+                        message: "cut".to_owned(),
+                    }),
+                    cancelled: false,
+                },
+                &slo,
+            );
+        }
+        let info = RunInfo {
+            model: "m".to_owned(),
+            endpoint: Endpoint::Completions,
+            url: "http://127.0.0.1:8000".to_owned(),
+            dataset: "random".to_owned(),
+            gpus: Some(2),
+            warmup: 0,
+            seed: 0,
+            slo: json!({"ttft_ms": 50.0, "tpot_ms": null, "e2el_ms": null}),
+        };
+        let spec = PointSpec {
+            label: "r100".to_owned(),
+            kind: PointKind::Rate {
+                rate: 100.0,
+                arrival: Arrival::Constant,
+                max_concurrency: None,
+            },
+        };
+        let m = point_json(&info, &spec, &acc, Some(0.0025), false);
+        insta::assert_snapshot!(point_table(&m));
+    }
+}

@@ -78,6 +78,8 @@ pub(crate) fn settings(url: &str, out: &Path, load: Load, requests: u64) -> Sett
         progress: ProgressMode::Off,
         print_tables: false,
         threads: 0,
+        drain_grace: Duration::ZERO,
+        model_dir: None,
     }
 }
 
