@@ -173,6 +173,11 @@ pub struct BenchArgs {
     /// (needs cohort-bench built with the `hf` feature).
     #[arg(long, value_name = "DIR")]
     pub model_dir: Option<PathBuf>,
+    /// The model's vocabulary size, for models with fewer than 31,000 tokens: synthetic
+    /// token ids (1,000 to 31,000 by default) are folded below it, equal ids staying
+    /// equal, so shared prefixes stay shared. Engines reject out-of-vocabulary ids.
+    #[arg(long, value_name = "N")]
+    pub vocab_size: Option<u32>,
 }
 
 impl BenchArgs {
@@ -334,6 +339,16 @@ impl BenchArgs {
         if let Some(dir) = &self.model_dir {
             crate::dataset::TextTokenizer::check_available(dir)?;
         }
+        if let Some(n) = self.vocab_size.filter(|&n| n < crate::dataset::MIN_VOCAB) {
+            return Err(invalid(
+                "--vocab-size",
+                &n.to_string(),
+                &format!(
+                    "a vocabulary has at least {} tokens",
+                    crate::dataset::MIN_VOCAB
+                ),
+            ));
+        }
         Ok(Settings {
             target,
             model: self.model.clone(),
@@ -358,6 +373,7 @@ impl BenchArgs {
             threads: self.threads,
             drain_grace: self.drain_grace,
             model_dir: self.model_dir.clone(),
+            vocab_size: self.vocab_size,
         })
     }
 }

@@ -52,6 +52,8 @@ pub struct Settings {
     /// A Hugging Face model directory whose `tokenizer.json` sizes chat prompts exactly
     /// (feature `hf`); `None`: words standing for token ids, lengths approximate.
     pub model_dir: Option<PathBuf>,
+    /// Token ids of synthetic prompts are folded below this (`--vocab-size`).
+    pub vocab_size: Option<u32>,
 }
 
 /// An HTTP endpoint: `http://host:port` plus an optional path prefix.

@@ -129,6 +129,7 @@ pub async fn run_draining(
             endpoint: settings.endpoint,
             enforce_output_len: settings.enforce_output_len,
             tokenizer,
+            vocab_size: settings.vocab_size,
         },
         seed: settings.seed,
         limit: settings.limit,

@@ -62,11 +62,34 @@ pub struct BodyBuilder {
     /// exactly that many tokens, and text prompts are counted exactly. `None`: words
     /// standing for ids, text lengths estimated.
     pub tokenizer: Option<Arc<TextTokenizer>>,
+    /// The model's vocabulary size (`--vocab-size`): token ids are folded below it.
+    pub vocab_size: Option<u32>,
+}
+
+/// The smallest `--vocab-size` taken.
+pub const MIN_VOCAB: u32 = 16;
+
+/// `id` inside a vocabulary of `vocab` tokens: ids below it are kept, others are mapped
+/// into its upper three quarters (clear of the special tokens most vocabularies start
+/// with). A function of `id` alone, so equal prompts prefixes stay equal.
+pub fn fold_token(id: u32, vocab: u32) -> u32 {
+    if id < vocab {
+        return id;
+    }
+    let floor = vocab / 4;
+    floor + id % (vocab - floor).max(1)
 }
 
 impl BodyBuilder {
     /// The serialised body and the prompt's token count (estimated for text).
     pub fn render(&self, prompt: PromptData, max_tokens: u32) -> (Bytes, u32) {
+        let prompt = match (prompt, self.vocab_size) {
+            (PromptData::Tokens(mut t), Some(v)) => {
+                t.iter_mut().for_each(|id| *id = fold_token(*id, v));
+                PromptData::Tokens(t)
+            }
+            (p, _) => p,
+        };
         let (min_tokens, ignore_eos) = if self.enforce_output_len {
             (Some(max_tokens), Some(true))
         } else {

@@ -332,6 +332,7 @@ mod hf {
                 endpoint: Endpoint::Chat,
                 enforce_output_len: true,
                 tokenizer: Some(tok.clone()),
+                vocab_size: None,
             };
             let texts: Vec<String> = dataset
                 .source(5, builder, true)

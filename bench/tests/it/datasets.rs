@@ -1,6 +1,6 @@
 //! Dataset parsers: property tests, and a never-panics test for trace files.
 
-use cohort_bench::dataset::{parse_jsonl, parse_trace};
+use cohort_bench::dataset::{fold_token, parse_jsonl, parse_trace};
 use cohort_bench::settings::LengthDist;
 use proptest::prelude::*;
 
@@ -15,6 +15,22 @@ fn entry() -> impl Strategy<Value = (u32, u32, u32, Vec<u16>)> {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// `--vocab-size`: every id lands inside the vocabulary, ids already inside stay as
+    /// they are, and equal ids stay equal (so shared prefixes stay shared).
+    #[test]
+    fn folded_ids_fit_the_vocabulary(ids in proptest::collection::vec(0u32..40_000, 1..64), vocab in 16u32..50_000) {
+        let folded: Vec<u32> = ids.iter().map(|&t| fold_token(t, vocab)).collect();
+        for (&t, &f) in ids.iter().zip(&folded) {
+            prop_assert!(f < vocab);
+            if t < vocab {
+                prop_assert_eq!(f, t);
+            } else {
+                prop_assert!(f >= vocab / 4, "clear of the low (special) ids");
+            }
+            prop_assert_eq!(fold_token(t, vocab), f);
+        }
+    }
 
     /// Whatever bytes a trace file holds, parsing returns a value or a line-numbered error.
     #[test]

@@ -80,6 +80,7 @@ pub(crate) fn settings(url: &str, out: &Path, load: Load, requests: u64) -> Sett
         threads: 0,
         drain_grace: Duration::ZERO,
         model_dir: None,
+        vocab_size: None,
     }
 }
 

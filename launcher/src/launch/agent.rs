@@ -11,14 +11,14 @@ use cohort_rank::control::proto::agent_message::Kind;
 use cohort_rank::control::proto::coordinator_message;
 use cohort_rank::control::proto::{Failed, InstanceDown, InstanceExited, InstanceUp, JoinRequest};
 use cohort_rank::control::{Agent, Session};
-use cohort_rank::engine::{InstanceEvent, Supervisor, SupervisorConfig};
+use cohort_rank::engine::{InstanceEvent, InstanceSpec, Supervisor, SupervisorConfig};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::args::Launch;
 use super::node::{self, NodeInfo};
 use super::rank0::Published;
 use super::signals::Signals;
-use super::wire::{Assigned, WirePlan};
+use super::wire::WirePlan;
 use super::{Ending, EndingExt as _, Failure};
 
 /// A rank other than 0: its agent is the whole process.
@@ -84,12 +84,7 @@ pub(crate) async fn run(
             return Ok(Ending::Stopped);
         }
     };
-    let mine: Vec<Assigned> = plan
-        .instances
-        .iter()
-        .filter(|a| a.rank == boot.rank)
-        .cloned()
-        .collect();
+    let mine = specs_of(&plan, boot.rank);
     if let Err(e) = preflight(&plan, &info, &mine) {
         let _ = session.send(Kind::Failed(Failed {
             stage: "preflight".into(),
@@ -105,8 +100,13 @@ pub(crate) async fn run(
     config.numactl = which("numactl", &launch.env);
     let engine = plan.engine.build(launch.exe.clone()).build();
     let (supervisor, events) = Supervisor::new(engine, config);
-    for a in &mine {
-        if let Err(e) = supervisor.start(a.spec.clone()).await {
+    let followers: std::collections::BTreeSet<String> = mine
+        .iter()
+        .filter(|s| s.is_follower())
+        .map(|s| s.id.clone())
+        .collect();
+    for spec in &mine {
+        if let Err(e) = supervisor.start(spec.clone()).await {
             let _ = session.send(Kind::Failed(Failed {
                 stage: "engine-start".into(),
                 message: format!("{:#}", anyhow!(e)),
@@ -114,7 +114,18 @@ pub(crate) async fn run(
             break;
         }
     }
-    let ending = supervise(launch, &mut session, &supervisor, events, &mut signals).await;
+    let ending = supervise(
+        launch,
+        &mut session,
+        &supervisor,
+        events,
+        &mut signals,
+        &Followers {
+            ids: followers,
+            node: info.node.hostname.clone(),
+        },
+    )
+    .await;
     supervisor.shutdown().await;
     Ok(ending)
 }
@@ -126,6 +137,7 @@ async fn supervise(
     supervisor: &Supervisor,
     mut events: UnboundedReceiver<InstanceEvent>,
     signals: &mut Option<&mut Signals>,
+    followers: &Followers,
 ) -> Ending {
     // After a first signal a rank waits for rank 0's stop, but not forever.
     let mut own_deadline: Option<tokio::time::Instant> = None;
@@ -138,7 +150,7 @@ async fn supervise(
         };
         tokio::select! {
             Some(event) = events.recv() => {
-                if let Some(kind) = relay(&event) {
+                if let Some(kind) = followers.relay(&event) {
                     let _ = session.send(kind);
                 }
             }
@@ -205,6 +217,41 @@ async fn next_signal(signals: &mut Option<&mut Signals>) -> &'static str {
     }
 }
 
+/// The multi-node instances this rank follows: their leaders report them ready, and
+/// rank 0 hears from a follower only when its part fails.
+struct Followers {
+    ids: std::collections::BTreeSet<String>,
+    /// This node, named in a follower's failure (its log is under `logs/<node>/`).
+    node: String,
+}
+
+impl Followers {
+    /// The control-plane message for a supervisor event on this rank.
+    fn relay(&self, event: &InstanceEvent) -> Option<Kind> {
+        let instance = match event {
+            InstanceEvent::Started { instance, .. }
+            | InstanceEvent::Ready { instance, .. }
+            | InstanceEvent::NotReady { instance, .. }
+            | InstanceEvent::Exited { instance, .. }
+            | InstanceEvent::Stopped { instance, .. } => instance,
+        };
+        if !self.ids.contains(instance) {
+            return relay(event);
+        }
+        match relay(event)? {
+            Kind::InstanceExited(mut x) => {
+                x.log_tail = format!(
+                    "its part on node `{}` (a follower) ended; that part's log is \
+                     logs/{}/{}.log\n{}",
+                    self.node, self.node, x.instance, x.log_tail
+                );
+                Some(Kind::InstanceExited(x))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The control-plane message for a supervisor event (`Started` stays local).
 fn relay(event: &InstanceEvent) -> Option<Kind> {
     Some(match event {
@@ -260,20 +307,39 @@ fn relay(event: &InstanceEvent) -> Option<Kind> {
     })
 }
 
+/// What this rank starts: the instances it leads, and its part of multi-node instances
+/// led elsewhere.
+fn specs_of(plan: &WirePlan, rank: u32) -> Vec<InstanceSpec> {
+    let mut mine = Vec::new();
+    for a in &plan.instances {
+        if a.rank == rank {
+            mine.push(a.spec.clone());
+        }
+        mine.extend(
+            a.followers
+                .iter()
+                .filter(|f| f.rank == rank)
+                .map(|f| f.spec.clone()),
+        );
+    }
+    mine
+}
+
 /// This rank's checks before it starts anything: the log directory is writable and
-/// every port its instances need is free on its address.
-fn preflight(plan: &WirePlan, info: &NodeInfo, mine: &[Assigned]) -> anyhow::Result<()> {
+/// every port its instances need is free on its address (a follower's engine serves
+/// nothing there: its ports are its leader's).
+fn preflight(plan: &WirePlan, info: &NodeInfo, mine: &[InstanceSpec]) -> anyhow::Result<()> {
     let logs = plan.results.join("logs").join(&info.node.hostname);
     std::fs::create_dir_all(&logs)
         .with_context(|| format!("cannot create the log directory `{}`", logs.display()))?;
-    for a in mine {
-        let ports = std::iter::once(a.spec.port).chain(a.spec.kv_events_port);
+    for spec in mine.iter().filter(|s| !s.is_follower()) {
+        let ports = std::iter::once(spec.port).chain(spec.kv_events_port);
         for port in ports {
             TcpListener::bind((info.address, port)).with_context(|| {
                 format!(
                     "instance `{}` needs port {port} on {} (node `{}`), which is taken; \
                      stop what holds it or change `deploy.base_port`",
-                    a.spec.id, info.address, info.node.hostname
+                    spec.id, info.address, info.node.hostname
                 )
             })?;
         }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use cohort_rank::engine::{self, InstanceSpec};
+use cohort_rank::engine::{self, InstanceSpec, MultiNode};
 use serde::{Deserialize, Serialize};
 
 use super::args::EngineChoice;
@@ -98,12 +98,37 @@ pub(crate) struct Assigned {
     pub(crate) rank: u32,
     /// That node's name.
     pub(crate) node: String,
-    /// Other nodes it spans (multi-node instances).
+    /// Its part on each other node it spans (multi-node instances), started by that
+    /// node's rank.
     #[serde(default)]
-    pub(crate) followers: Vec<String>,
+    pub(crate) followers: Vec<Follower>,
     /// For a prefill instance: the decode instances it feeds.
     #[serde(default)]
     pub(crate) feeds: Vec<String>,
+    pub(crate) spec: InstanceSpec,
+}
+
+impl Assigned {
+    /// GPUs of the instance over all its nodes.
+    pub(crate) fn gpu_count(&self) -> usize {
+        self.spec.gpus.len()
+            + self
+                .followers
+                .iter()
+                .map(|f| f.spec.gpus.len())
+                .sum::<usize>()
+    }
+}
+
+/// A follower node's part of a multi-node instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Follower {
+    /// The rank on that node.
+    pub(crate) rank: u32,
+    pub(crate) node: String,
+    /// The same instance id and port block as the leader's; this node's address and
+    /// GPUs; `multi_node` says its place.
     pub(crate) spec: InstanceSpec,
 }
 
@@ -112,6 +137,8 @@ pub(crate) struct Assigned {
 pub(crate) enum WireError {
     #[error("instance `{instance}` is placed on node `{node}`, which no rank plays")]
     NoRank { instance: String, node: String },
+    #[error("instance `{instance}` spans {nodes} nodes, and cohort cannot start a TensorRT-LLM instance across nodes yet (it is one MPI job, `trtllm-llmapi-launch` under `srun`); give it at most one node's GPUs (`tp` × `pp` ≤ GPUs per node)")]
+    TrtllmMultiNode { instance: String, nodes: usize },
     #[error("the ports of node address {address} run out: {count} instances from port {base} with a stride of {stride} pass 65535; lower `deploy.base_port` or `deploy.port_stride`")]
     Ports {
         address: IpAddr,
@@ -140,12 +167,19 @@ pub(crate) fn build(
     let mut instances = Vec::with_capacity(plan.instances.len());
     for (i, inst) in plan.instances.iter().enumerate() {
         let leader = &inst.shards[0];
-        let rank = *rank_of
-            .get(leader.node.as_str())
-            .ok_or_else(|| WireError::NoRank {
+        let rank_on = |node: &str| {
+            rank_of.get(node).copied().ok_or_else(|| WireError::NoRank {
                 instance: inst.id.clone(),
-                node: leader.node.clone(),
-            })?;
+                node: node.to_owned(),
+            })
+        };
+        let rank = rank_on(&leader.node)?;
+        if inst.shards.len() > 1 && *engine == EngineChoice::Real(EngineKind::Trtllm) {
+            return Err(WireError::TrtllmMultiNode {
+                instance: inst.id.clone(),
+                nodes: inst.shards.len(),
+            });
+        }
         let info = &nodes[rank];
         let (args, env) = engine_args(recipe, inst.role, engine);
         let shape = match inst.role {
@@ -154,35 +188,72 @@ pub(crate) fn build(
             Role::Aggregated => recipe.deploy.aggregated.as_ref(),
         };
         let port = ports[i];
+        let (model, served_model_name) = served_model(recipe, engine);
+        let spec = InstanceSpec {
+            id: inst.id.clone(),
+            role: match inst.role {
+                Role::Prefill => engine::Role::Prefill,
+                Role::Decode => engine::Role::Decode,
+                Role::Aggregated => engine::Role::Aggregated,
+            },
+            host: info.address.to_string(),
+            port,
+            kv_events_port: Some(port + 1),
+            gpus: leader.gpus.clone(),
+            // An emulated node's CPUs and NUMA nodes are not this machine's.
+            cpus: (!info.emulated).then(|| leader.cpus.clone()),
+            mem_nodes: if info.emulated {
+                Vec::new()
+            } else {
+                leader.mem_nodes.clone()
+            },
+            model,
+            served_model_name,
+            tp: shape.map_or(inst.gpu_count() as u32, |s| s.tp()),
+            nvlink_domain: inst.domain.clone(),
+            extra_args: args,
+            env,
+            multi_node: None,
+        };
+        let nnodes = inst.shards.len() as u32;
+        let place = |node_rank: usize| MultiNode {
+            nnodes,
+            node_rank: node_rank as u32,
+            leader_host: spec.host.clone(),
+            leader_port: port,
+        };
+        let mut followers = Vec::with_capacity(inst.shards.len() - 1);
+        for (k, shard) in inst.shards.iter().enumerate().skip(1) {
+            let r = rank_on(&shard.node)?;
+            let here = &nodes[r];
+            followers.push(Follower {
+                rank: r as u32,
+                node: shard.node.clone(),
+                spec: InstanceSpec {
+                    host: here.address.to_string(),
+                    gpus: shard.gpus.clone(),
+                    cpus: (!here.emulated).then(|| shard.cpus.clone()),
+                    mem_nodes: if here.emulated {
+                        Vec::new()
+                    } else {
+                        shard.mem_nodes.clone()
+                    },
+                    multi_node: Some(place(k)),
+                    ..spec.clone()
+                },
+            });
+        }
+        let leader_place = (nnodes > 1).then(|| place(0));
+        let spec = InstanceSpec {
+            multi_node: leader_place,
+            ..spec
+        };
         instances.push(Assigned {
             rank: rank as u32,
             node: leader.node.clone(),
-            followers: inst.shards[1..].iter().map(|s| s.node.clone()).collect(),
+            followers,
             feeds: inst.feeds.clone(),
-            spec: InstanceSpec {
-                id: inst.id.clone(),
-                role: match inst.role {
-                    Role::Prefill => engine::Role::Prefill,
-                    Role::Decode => engine::Role::Decode,
-                    Role::Aggregated => engine::Role::Aggregated,
-                },
-                host: info.address.to_string(),
-                port,
-                kv_events_port: Some(port + 1),
-                gpus: leader.gpus.clone(),
-                // An emulated node's CPUs and NUMA nodes are not this machine's.
-                cpus: (!info.emulated).then(|| leader.cpus.clone()),
-                mem_nodes: if info.emulated {
-                    Vec::new()
-                } else {
-                    leader.mem_nodes.clone()
-                },
-                model: recipe.model.name.clone(),
-                tp: shape.map_or(inst.gpu_count() as u32, |s| s.tp()),
-                nvlink_domain: inst.domain.clone(),
-                extra_args: args,
-                env,
-            },
+            spec,
         });
     }
     Ok(WirePlan {
@@ -235,6 +306,17 @@ fn unique_ports(
         }
     }
     Ok(ports)
+}
+
+/// What the engine loads and the name it serves it under: a recipe's local weights
+/// (`model.path`) are loaded from there and served as `model.name`. The simulator has no
+/// weights: it always takes the name.
+fn served_model(recipe: &Recipe, engine: &EngineChoice) -> (String, Option<String>) {
+    let m = &recipe.model;
+    match (&m.path, engine) {
+        (Some(path), EngineChoice::Real(_)) => (path.clone(), Some(m.name.clone())),
+        _ => (m.name.clone(), None),
+    }
 }
 
 /// Arguments and environment of a role's instances. The recipe's engine arguments are

@@ -79,6 +79,9 @@ pub struct Bench {
     /// Longest one request may take, e.g. `"600s"`.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// The model's vocabulary size, for models with fewer than 31,000 tokens.
+    #[serde(default)]
+    pub vocab_size: Option<u32>,
 }
 
 /// A length: a plain number of tokens or a distribution in `cohort bench`'s syntax.
@@ -158,6 +161,7 @@ impl Bench {
             ("prefix-len", self.prefix_len.map(|v| v.to_string())),
             ("speed", self.speed.map(|v| v.to_string())),
             ("seed", self.seed.map(|v| v.to_string())),
+            ("vocab-size", self.vocab_size.map(|v| v.to_string())),
         ];
         for (flag, value) in strings {
             if let Some(v) = value {

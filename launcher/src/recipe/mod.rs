@@ -221,6 +221,11 @@ pub struct Frontend {
     /// CPUs kept for the frontend on rank 0's node, beside `reserved_cpus`. Default 8.
     #[serde(default = "default_frontend_cpus")]
     pub cpus: u32,
+    /// Tokens per KV block, as the engines are configured (vLLM `--block-size`, SGLang
+    /// `--page-size`): the router hashes prompts in blocks of this size to match the
+    /// blocks engines report in their KV events. Default 16, vLLM's on GPUs.
+    #[serde(default = "default_kv_block_size")]
+    pub kv_block_size: u32,
 }
 
 fn default_frontend_port() -> u16 {
@@ -229,12 +234,16 @@ fn default_frontend_port() -> u16 {
 fn default_frontend_cpus() -> u32 {
     8
 }
+fn default_kv_block_size() -> u32 {
+    16
+}
 
 impl Default for Frontend {
     fn default() -> Self {
         Self {
             port: default_frontend_port(),
             cpus: default_frontend_cpus(),
+            kv_block_size: default_kv_block_size(),
         }
     }
 }
@@ -398,6 +407,17 @@ fn validate(file: &str, text: &str, r: &Recipe) -> Result<(), RecipeError> {
                     .to_owned(),
             );
         }
+    }
+    if !(1..=4096).contains(&d.frontend.kv_block_size) {
+        return err(
+            "deploy.frontend",
+            "kv_block_size",
+            format!(
+                "`deploy.frontend.kv_block_size` must be 1 to 4096 tokens, the engines' KV block \
+                 size (vLLM `--block-size`, SGLang `--page-size`); given {}",
+                d.frontend.kv_block_size
+            ),
+        );
     }
     if d.port_stride == 0 {
         return err(

@@ -368,6 +368,82 @@ fn an_engine_that_fails_at_start_ends_the_job_fast_naming_it() {
     assert_no_leftovers(&job);
 }
 
+/// An instance wider than a node (TP 8 over two 4-GPU GB200 trays) is laid onto both
+/// nodes' ranks: the leader's spec and the follower's, each with its place in the
+/// instance, and GPUs counted over both.
+#[test]
+fn an_instance_spanning_two_trays_gets_a_part_on_each_node() {
+    let tmp = TempDir::new("launch-multinode");
+    let topo = tmp.path().join("trays.toml");
+    std::fs::write(
+        &topo,
+        "version = 1\n[[system]]\nkind = \"gb200-nvl72\"\nhosts = \"gb200-n[01-04]\"\n",
+    )
+    .unwrap();
+    let recipe = tmp.path().join("recipe.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            r#"name = "test-multinode"
+[model]
+name = "meta-llama/Llama-3.1-70B-Instruct"
+[engine]
+kind = "sim"
+[deploy]
+mode = "disaggregated"
+topology = "{}"
+base_port = 31_700
+[deploy.prefill]
+gpus = 4
+count = 2
+[deploy.decode]
+gpus = 8
+count = 1
+[bench]
+concurrency = [4]
+requests = 12
+input_len = 256
+output_len = 16
+"#,
+            topo.display()
+        ),
+    )
+    .unwrap();
+    let mut job = Job::start(tmp.path(), &recipe, &["--speedup", "inf"]);
+    let status = job.wait(Duration::from_secs(120));
+    let err = job.stderr();
+    assert_eq!(status.code(), Some(0), "stderr:\n{err}");
+    assert!(err.contains("instances ready 3/3"), "{err}");
+    let wire: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(job.results().join("instances.json")).unwrap(),
+    )
+    .unwrap();
+    let decode = wire["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["spec"]["id"] == "decode-0")
+        .expect("decode-0 in instances.json");
+    let leader = &decode["spec"]["multi_node"];
+    assert_eq!(leader["nnodes"], 2, "{decode}");
+    assert_eq!(leader["node_rank"], 0, "{decode}");
+    let followers = decode["followers"].as_array().unwrap();
+    assert_eq!(followers.len(), 1, "{decode}");
+    let f = &followers[0];
+    assert_ne!(f["rank"], decode["rank"], "{decode}");
+    assert_ne!(f["node"], decode["node"], "{decode}");
+    assert_eq!(f["spec"]["multi_node"]["node_rank"], 1, "{decode}");
+    assert_eq!(
+        f["spec"]["multi_node"]["leader_port"], decode["spec"]["port"],
+        "{decode}"
+    );
+    assert_eq!(f["spec"]["gpus"].as_array().unwrap().len(), 4, "{decode}");
+    let s = summary(&job);
+    assert_eq!(s["gpus"], 16);
+    assert_eq!(s["points"][0]["completed"], 12);
+    assert_no_leftovers(&job);
+}
+
 /// A benchmark long enough to act on while it runs: simulated time in real time.
 const LONG_BENCH: &str = "concurrency = [8]\nrequests = 48\ninput_len = 128\noutput_len = 384";
 

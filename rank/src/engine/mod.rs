@@ -77,8 +77,12 @@ pub struct InstanceSpec {
     /// NUMA nodes for its memory (`numactl --membind`), when `numactl` is installed.
     #[serde(default)]
     pub mem_nodes: Vec<u32>,
-    /// The model to serve.
+    /// The model to serve: a Hugging Face id, or a local weights directory.
     pub model: String,
+    /// The name clients use for it when `model` is a local path (`--served-model-name`);
+    /// `None` serves it under `model`.
+    #[serde(default)]
+    pub served_model_name: Option<String>,
     /// Tensor-parallel size.
     #[serde(default = "one")]
     pub tp: u32,
@@ -91,6 +95,18 @@ pub struct InstanceSpec {
     /// Environment from the recipe, set after sanitising.
     #[serde(default)]
     pub env: Vec<(String, String)>,
+    /// This node's place in an instance that spans several nodes; `None` for an
+    /// instance on one node. Every node of such an instance gets its own spec.
+    #[serde(default)]
+    pub multi_node: Option<MultiNode>,
+}
+
+impl InstanceSpec {
+    /// Whether this spec is a follower's part of a multi-node instance: it serves no
+    /// HTTP and is ready when its leader is.
+    pub fn is_follower(&self) -> bool {
+        self.multi_node.as_ref().is_some_and(|n| !n.is_leader())
+    }
 }
 
 fn one() -> u32 {

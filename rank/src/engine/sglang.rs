@@ -98,6 +98,10 @@ impl SglangEngine {
             // `/metrics` exists only with it.
             "--enable-metrics".into(),
         ];
+        if let Some(name) = &i.served_model_name {
+            // SGLang 0.5 `--served-model-name`, as vLLM's.
+            args.extend(["--served-model-name".into(), name.clone()]);
+        }
         let mut env = BTreeMap::new();
         // The leader's block: the rendezvous and the bootstrap server are the leader's,
         // and every node must name the same ones.
@@ -172,11 +176,11 @@ impl Engine for SglangEngine {
     }
 
     fn launch(&self, ctx: &EngineContext<'_>) -> Option<LaunchSpec> {
-        Some(self.launch_node(ctx, None))
+        Some(self.launch_node(ctx, ctx.instance.multi_node.as_ref()))
     }
 
     fn endpoints(&self, ctx: &EngineContext<'_>) -> Endpoints {
-        self.endpoints_node(ctx, None)
+        self.endpoints_node(ctx, ctx.instance.multi_node.as_ref())
     }
 
     fn ready_deadline(&self, _ctx: &EngineContext<'_>) -> Duration {

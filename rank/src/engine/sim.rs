@@ -52,8 +52,13 @@ impl Engine for SimEngine {
         "sim"
     }
 
+    /// A follower of a multi-node instance starts nothing: the simulator serves the
+    /// whole instance from its leader's node, and the follower is ready when it is.
     fn launch(&self, ctx: &EngineContext<'_>) -> Option<LaunchSpec> {
         let i = ctx.instance;
+        if i.is_follower() {
+            return None;
+        }
         let mut args: Vec<String> = vec![
             "sim".into(),
             "--host".into(),
@@ -91,14 +96,13 @@ impl Engine for SimEngine {
     }
 
     fn endpoints(&self, ctx: &EngineContext<'_>) -> Endpoints {
-        let i = ctx.instance;
-        let url = format!("http://{}:{}", i.host, i.port);
-        Endpoints {
-            health_url: format!("{url}/health"),
-            metrics_url: Some(format!("{url}/metrics")),
-            kv_events_url: i.kv_events_port.map(|p| format!("tcp://{}:{p}", i.host)),
-            url,
-        }
+        super::vllm::http_endpoints(
+            ctx.instance,
+            ctx.instance.multi_node.as_ref(),
+            "/health",
+            Some("/metrics"),
+            true,
+        )
     }
 
     fn ready_deadline(&self, _ctx: &EngineContext<'_>) -> Duration {
@@ -131,6 +135,8 @@ mod tests {
             nvlink_domain: "node1".into(),
             extra_args: vec!["--max-num-seqs".into(), "64".into()],
             env: vec![],
+            served_model_name: None,
+            multi_node: None,
         };
         let e = SimEngine::new("/opt/cohort".into());
         let ctx = EngineContext { instance: &spec };

@@ -87,6 +87,11 @@ impl VllmEngine {
             "--tensor-parallel-size".into(),
             i.tp.to_string(),
         ];
+        if let Some(name) = &i.served_model_name {
+            // vLLM 0.32 `--served-model-name`: the name `/v1/models` lists and requests
+            // use, instead of the weights' path.
+            args.extend(["--served-model-name".into(), name.clone()]);
+        }
         let mut env = BTreeMap::new();
         if let Some(n) = node {
             // Multi-node with the multiprocessing executor (vLLM 0.32,
@@ -199,11 +204,11 @@ impl Engine for VllmEngine {
     }
 
     fn launch(&self, ctx: &EngineContext<'_>) -> Option<LaunchSpec> {
-        Some(self.launch_node(ctx, None))
+        Some(self.launch_node(ctx, ctx.instance.multi_node.as_ref()))
     }
 
     fn endpoints(&self, ctx: &EngineContext<'_>) -> Endpoints {
-        self.endpoints_node(ctx, None)
+        self.endpoints_node(ctx, ctx.instance.multi_node.as_ref())
     }
 
     fn ready_deadline(&self, _ctx: &EngineContext<'_>) -> Duration {

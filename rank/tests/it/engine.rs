@@ -79,6 +79,8 @@ fn spec(id: &str) -> InstanceSpec {
         nvlink_domain: String::new(),
         extra_args: vec![],
         env: vec![],
+        served_model_name: None,
+        multi_node: None,
     }
 }
 

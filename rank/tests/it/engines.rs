@@ -38,6 +38,8 @@ fn spec(role: Role) -> InstanceSpec {
         nvlink_domain: "nvl72-rack0".into(),
         extra_args: vec!["--trust-remote-code".into()],
         env: vec![],
+        served_model_name: None,
+        multi_node: None,
     }
 }
 
@@ -507,4 +509,43 @@ fn trtllm_wrapper_runs() {
         )
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What the launcher puts in a spec is what the adapters use: a follower's place in its
+/// instance (`multi_node`), and the served name of a model given as a local path.
+#[test]
+fn the_spec_carries_the_node_place_and_the_served_name() {
+    let follower = InstanceSpec {
+        multi_node: Some(node(1)),
+        ..follower_spec(Role::Decode)
+    };
+    let ctx = EngineContext {
+        instance: &follower,
+    };
+    let v = VllmEngine::default();
+    assert_eq!(v.launch(&ctx), Some(v.launch_node(&ctx, Some(&node(1)))));
+    assert_eq!(v.endpoints(&ctx).url, "http://10.1.2.3:30010");
+    let g = SglangEngine::default();
+    assert_eq!(g.launch(&ctx), Some(g.launch_node(&ctx, Some(&node(1)))));
+    // The simulator serves a multi-node instance from its leader alone.
+    let sim = cohort_rank::engine::sim::SimEngine::new("/opt/cohort".into());
+    assert_eq!(sim.launch(&ctx), None);
+    assert_eq!(
+        sim.endpoints(&ctx).health_url,
+        "http://10.1.2.3:30010/health"
+    );
+
+    let local = InstanceSpec {
+        model: "/models/llama-3.1-70b".into(),
+        served_model_name: Some("meta-llama/Llama-3.1-70B-Instruct".into()),
+        ..spec(Role::Aggregated)
+    };
+    let ctx = EngineContext { instance: &local };
+    for l in [v.launch(&ctx).unwrap(), g.launch(&ctx).unwrap()] {
+        assert_eq!(
+            flag(&l, "--served-model-name"),
+            "meta-llama/Llama-3.1-70B-Instruct"
+        );
+        assert!(l.args.iter().any(|a| a == "/models/llama-3.1-70b"));
+    }
 }

@@ -134,12 +134,7 @@ impl Lead<'_> {
                 |p| p.engine.describe(),
             ),
             instances: plan.map_or(0, |p| p.instances.len()),
-            gpus: plan.map_or(0, |p| {
-                p.instances
-                    .iter()
-                    .map(|a| a.spec.gpus.len() * (1 + a.followers.len()))
-                    .sum()
-            }),
+            gpus: plan.map_or(0, |p| p.instances.iter().map(|a| a.gpu_count()).sum()),
             ready_s: self.ready_s,
             frontend,
             incidents: self.incidents.clone(),

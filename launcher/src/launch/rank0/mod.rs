@@ -479,6 +479,7 @@ impl Lead<'_> {
             host: host.to_string(),
             port,
             model: Some(launch.recipe.model.name.clone()),
+            block_size: launch.recipe.deploy.frontend.kv_block_size,
             log_level: cohort_router::settings::LogLevel::Error,
             handshake: if wire.engine.is_sglang() {
                 cohort_router::settings::HandshakeKind::Sglang
@@ -509,6 +510,9 @@ impl Lead<'_> {
                 },
             );
             spec.nvlink_domain = Some(a.spec.nvlink_domain.clone()).filter(|d| !d.is_empty());
+            // The engine's KV block size: its events' tokens are hashed in these blocks,
+            // the same as prompts are.
+            spec.block_size = launch.recipe.deploy.frontend.kv_block_size;
             spec.kv_events = a
                 .spec
                 .kv_events_port
@@ -586,7 +590,7 @@ impl Lead<'_> {
         let total_gpus: u32 = wire
             .instances
             .iter()
-            .map(|a| a.spec.gpus.len().max(1) as u32 * (1 + a.followers.len() as u32))
+            .map(|a| a.gpu_count().max(1) as u32)
             .sum();
         let table = launch.recipe.bench.clone().unwrap_or_default();
         let recipe_dir = launch
