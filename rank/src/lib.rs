@@ -5,6 +5,7 @@
 //! It does not plan placements, route requests or run benchmarks: those belong to
 //! `cohort` (the launcher), `cohort-router` and `cohort-bench`.
 
+pub mod gpu;
 pub mod topology;
 
 pub mod sim;

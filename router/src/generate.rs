@@ -6,7 +6,7 @@
 //! [`Generation::next`] is pulled by the streaming task or the non-streamed collector;
 //! all the state lives here, so both paths behave the same.
 
-use crate::disagg::{self, AbortOnDrop, DecodeSide, PrefillCtx};
+use crate::disagg::{AbortOnDrop, DecodeSide, PrefillCtx, Prefilled};
 use crate::error::{ApiError, ErrorType};
 use crate::metrics::{Disagg, Migration, MigrationRecord};
 use crate::openai::{CompletionRequest, FinishReason, Prompt, StreamOptions, Usage};
@@ -409,7 +409,7 @@ impl Generation {
                 (dw, Disagg::Local, d.costs)
             } else {
                 let p_cached = (overlaps.get(p.id) as usize * bs as usize).min(prompt.len());
-                let _pg = p.start((prompt.len() - p_cached) as u64, 0);
+                let pg = p.start((prompt.len() - p_cached) as u64, 0);
                 let r = sh
                     .handshake
                     .prefill(PrefillCtx {
@@ -421,12 +421,25 @@ impl Generation {
                     })
                     .await;
                 match r {
-                    Ok(pre) => {
+                    Ok(Prefilled::Decode { decode, pending }) => {
                         p.breaker.success();
                         sh.kv.record(p.id, &hashes);
-                        side = Some((pre.decode, pre.pending));
+                        side = Some((decode, pending));
                         prefill_worker = Some(p);
                         (dw, Disagg::Remote, d.costs)
+                    }
+                    Ok(Prefilled::Answered(events)) => {
+                        // The prefill worker finished the request: its answer is the
+                        // attempt, and no decode worker is asked.
+                        p.breaker.success();
+                        sh.kv.record(p.id, &hashes);
+                        sh.metrics.disagg(Disagg::Remote);
+                        return Ok(Attempt {
+                            stream: UpStream::answered(events),
+                            guard: pg,
+                            tokens: 0,
+                            _side: None,
+                        });
                     }
                     Err(e @ UpstreamError::Refused { .. }) => {
                         return Err(StartError::Worker(None, e))
@@ -479,7 +492,7 @@ impl Generation {
             Some((d, p)) => (Some(d), p),
             None => (None, None),
         };
-        let body = disagg::decode_body(&request, decode_side.as_ref());
+        let body = sh.handshake.decode_body(&request, decode_side.as_ref());
         if self.attempts == 1 {
             sh.metrics.routing.observe(self.req.received.elapsed());
         }

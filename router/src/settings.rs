@@ -23,6 +23,10 @@ pub enum HandshakeKind {
     Vllm,
     /// SGLang's `bootstrap_host`/`bootstrap_port`/`bootstrap_room`, sent to both sides.
     Sglang,
+    /// TensorRT-LLM's `disaggregated_params` (`trtllm-serve disaggregated`, 1.3/1.4):
+    /// `context_only` to the prefill side, its answer's params as `generation_only` to
+    /// the decode side.
+    Trtllm,
 }
 
 /// Where a streamed answer's text comes from.
@@ -484,6 +488,20 @@ mod tests {
             .resolve(|_| None)
             .unwrap_err();
         assert!(e.to_string().starts_with("`--queue-timeout-s`"), "{e}");
+    }
+
+    #[test]
+    fn handshakes_are_named_alike_on_the_command_line_and_in_files() {
+        for (name, kind) in [
+            ("vllm", HandshakeKind::Vllm),
+            ("sglang", HandshakeKind::Sglang),
+            ("trtllm", HandshakeKind::Trtllm),
+        ] {
+            let s = args(&["--handshake", name]).resolve(|_| None).unwrap();
+            assert_eq!(s.handshake, kind);
+            let parsed: HandshakeKind = serde_json::from_value(name.into()).unwrap();
+            assert_eq!(parsed, kind);
+        }
     }
 
     #[test]

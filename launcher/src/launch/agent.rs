@@ -18,7 +18,7 @@ use super::args::Launch;
 use super::node::{self, NodeInfo};
 use super::rank0::Published;
 use super::signals::Signals;
-use super::wire::WirePlan;
+use super::wire::{WireEngine, WirePlan};
 use super::{Ending, EndingExt as _, Failure};
 
 /// A rank other than 0: its agent is the whole process.
@@ -98,7 +98,16 @@ pub(crate) async fn run(
     );
     config.stop_grace = Duration::from_millis(plan.stop_grace_ms);
     config.numactl = which("numactl", &launch.env);
-    let engine = plan.engine.build(launch.exe.clone()).build();
+    let engine = match plan.engine_on(launch.exe.clone(), &launch.boot.node) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = session.send(Kind::Failed(Failed {
+                stage: "preflight".into(),
+                message: format!("the recipe's container cannot be used on this node: {e}"),
+            }));
+            return wait_for_stop(launch, &mut session, signals).await;
+        }
+    };
     let (supervisor, events) = Supervisor::new(engine, config);
     let followers: std::collections::BTreeSet<String> = mine
         .iter()
@@ -344,6 +353,77 @@ fn preflight(plan: &WirePlan, info: &NodeInfo, mine: &[InstanceSpec]) -> anyhow:
             })?;
         }
     }
+    gpu_preflight(plan, info, mine, &logs)
+}
+
+/// Free memory a GPU must have before a real engine starts on it: vLLM and SGLang take
+/// about 90 % of it by default, so a GPU already half full (a leftover process of an
+/// earlier job) fails at start — after minutes of loading weights — or runs short of KV
+/// cache.
+const GPU_MIN_FREE_FRACTION: f64 = 0.8;
+
+/// The GPU checks of a real node before real engines start (`docs/preflight.md`): the
+/// plan's GPUs present, no uncorrectable ECC error or pending retirement, fabric and
+/// NVLink cliques complete, memory free, IMEX for instances across nodes. The report
+/// goes to `logs/<node>/gpu-preflight.json` either way; errors fail the rank.
+fn gpu_preflight(
+    plan: &WirePlan,
+    info: &NodeInfo,
+    mine: &[InstanceSpec],
+    logs: &std::path::Path,
+) -> anyhow::Result<()> {
+    use cohort_rank::gpu::{self, CliqueGroup, NvmlSource, Requirements};
+    use cohort_rank::topology::NvlinkDomain;
+    if info.emulated || matches!(plan.engine, WireEngine::Sim { .. }) {
+        return Ok(());
+    }
+    let mut gpus: Vec<u32> = mine.iter().flat_map(|s| s.gpus.iter().copied()).collect();
+    gpus.sort_unstable();
+    gpus.dedup();
+    if gpus.is_empty() {
+        return Ok(());
+    }
+    let fabric = info
+        .node
+        .gpus
+        .iter()
+        .any(|g| matches!(g.nvlink_domain, NvlinkDomain::Fabric { .. }));
+    let reqs = Requirements {
+        gpus,
+        gpus_on_node: Some(info.node.gpus.len() as u32),
+        min_free_fraction: Some(GPU_MIN_FREE_FRACTION),
+        cliques: mine
+            .iter()
+            .filter(|s| fabric && !s.gpus.is_empty())
+            .map(|s| CliqueGroup {
+                instance: s.id.clone(),
+                gpus: s.gpus.clone(),
+                expected: None,
+            })
+            .collect(),
+        needs_imex: fabric && mine.iter().any(|s| s.multi_node.is_some()),
+        ..Requirements::default()
+    };
+    let source = NvmlSource::open().map_err(|e| {
+        anyhow!(
+            "node `{}` has GPUs in the plan but NVML cannot be read: {e}",
+            info.node.hostname
+        )
+    })?;
+    let report = gpu::preflight(
+        &info.node.hostname,
+        &source,
+        std::path::Path::new("/"),
+        &reqs,
+    );
+    if let Ok(json) = serde_json::to_vec_pretty(&report) {
+        let _ = std::fs::write(logs.join("gpu-preflight.json"), json);
+    }
+    anyhow::ensure!(
+        report.passed(),
+        "GPU preflight failed on node `{}`:\n{report}",
+        info.node.hostname
+    );
     Ok(())
 }
 

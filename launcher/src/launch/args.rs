@@ -212,15 +212,6 @@ fn resolve(
              with `cohort serve --worker URL …`, or rehearse the deployment with `--engine sim`"
         ),
     };
-    if engine == EngineChoice::Real(EngineKind::Trtllm)
-        && recipe.deploy.mode == crate::recipe::Mode::Disaggregated
-    {
-        anyhow::bail!(
-            "TensorRT-LLM serves this recipe disaggregated, but cohort's frontend does not \
-             speak its `disaggregated_params` handshake yet; run it with `deploy.mode = \
-             \"aggregated\"`, or rehearse it with `--engine sim`"
-        );
-    }
     let mut exclude = Vec::new();
     for e in &args.exclude {
         exclude
@@ -249,7 +240,7 @@ fn resolve(
 }
 
 /// The simulator's `--hardware` for the topology's GPUs (H100 SXM without one).
-fn sim_hardware(topology: Option<&Topology>) -> String {
+pub(crate) fn sim_hardware(topology: Option<&Topology>) -> String {
     let name = topology
         .and_then(|t| t.nodes.iter().flat_map(|n| &n.gpus).next())
         .map(|g| g.name.to_ascii_lowercase())

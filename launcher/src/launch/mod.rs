@@ -17,6 +17,7 @@ mod agent;
 mod args;
 mod local;
 mod node;
+mod preview;
 mod rank0;
 mod results;
 mod signals;
@@ -26,6 +27,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 pub(crate) use args::LaunchArgs;
+pub(crate) use preview::{commands, Wrapping};
 
 /// How a launch ended; the process exit status says which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use cohort_rank::engine::{self, InstanceSpec, MultiNode};
+use cohort_rank::engine::container::{Contained, Container, ContainerHost};
+use cohort_rank::engine::{self, Engine, InstanceSpec, MultiNode};
 use serde::{Deserialize, Serialize};
 
 use super::args::EngineChoice;
@@ -26,6 +28,9 @@ pub(crate) struct WirePlan {
     pub(crate) engine: WireEngine,
     /// TERM → KILL grace for engines, milliseconds.
     pub(crate) stop_grace_ms: u64,
+    /// The image real engines run from (`[engine.container]`); none for the simulator.
+    #[serde(default)]
+    pub(crate) container: Option<Container>,
     /// Every instance, with the rank that starts it.
     pub(crate) instances: Vec<Assigned>,
 }
@@ -57,9 +62,19 @@ impl WireEngine {
         }
     }
 
-    /// Whether the engines speak SGLang's bootstrap handshake (else vLLM's).
+    /// Whether the engines speak SGLang's bootstrap handshake.
     pub(crate) fn is_sglang(&self) -> bool {
         matches!(self, Self::Sglang(_))
+    }
+
+    /// The prefill→decode handshake the frontend speaks to these engines.
+    pub(crate) fn handshake(&self) -> cohort_router::settings::HandshakeKind {
+        use cohort_router::settings::HandshakeKind;
+        match self {
+            Self::Sglang(_) => HandshakeKind::Sglang,
+            Self::Trtllm(_) => HandshakeKind::Trtllm,
+            Self::Sim { .. } | Self::Vllm(_) => HandshakeKind::Vllm,
+        }
     }
 
     /// The engine as summaries name it.
@@ -87,6 +102,26 @@ impl WireEngine {
             Self::Sglang(e) => engine::EngineConfig::Sglang(e.clone()),
             Self::Trtllm(e) => engine::EngineConfig::Trtllm(e.clone()),
         }
+    }
+}
+
+impl WirePlan {
+    /// The engine as a rank on `node` (Slurm's name for it) starts it: the adapter,
+    /// run from the recipe's container when it names one.
+    pub(crate) fn engine_on(
+        &self,
+        exe: PathBuf,
+        node: &str,
+    ) -> Result<Arc<dyn Engine>, engine::container::ContainerError> {
+        let bare = self.engine.build(exe).build();
+        let Some(c) = &self.container else {
+            return Ok(bare);
+        };
+        let host = ContainerHost {
+            node: Some(node.to_owned()),
+            results_dir: Some(self.results.clone()),
+        };
+        Ok(Arc::new(Contained::new(bare, c.clone(), host)?))
     }
 }
 
@@ -261,6 +296,10 @@ pub(crate) fn build(
         engine: WireEngine::from_choice(engine, &results),
         results,
         stop_grace_ms,
+        container: match engine {
+            EngineChoice::Real(_) => recipe.engine.container.clone(),
+            EngineChoice::Sim { .. } => None,
+        },
         instances,
     })
 }

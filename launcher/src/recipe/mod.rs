@@ -12,6 +12,7 @@ pub mod slurm;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use cohort_rank::engine::container::Container;
 use serde::{Deserialize, Serialize};
 
 pub use error::RecipeError;
@@ -115,6 +116,11 @@ pub struct Engine {
     /// Extra arguments/environment for aggregated instances.
     #[serde(default)]
     pub aggregated: Option<RoleArgs>,
+    /// `[engine.container]`: start the engines from a container image with pyxis, enroot
+    /// or Apptainer (`docs/containers.md`). Default none: the engine as installed on the
+    /// nodes.
+    #[serde(default)]
+    pub container: Option<Container>,
 }
 
 /// Engines cohort can start (or, for `external`, attach to).
@@ -226,6 +232,12 @@ pub struct Frontend {
     /// blocks engines report in their KV events. Default 16, vLLM's on GPUs.
     #[serde(default = "default_kv_block_size")]
     pub kv_block_size: u32,
+    /// Disaggregated: a request whose prompt has fewer uncached tokens than this on the
+    /// chosen decode instance is prefilled there, skipping the prefill instance (a short
+    /// prefill costs less than a KV transfer). `0` sends every request through a
+    /// prefill instance. Default 256.
+    #[serde(default = "default_disagg_threshold")]
+    pub disagg_threshold: u32,
 }
 
 fn default_frontend_port() -> u16 {
@@ -237,6 +249,9 @@ fn default_frontend_cpus() -> u32 {
 fn default_kv_block_size() -> u32 {
     16
 }
+fn default_disagg_threshold() -> u32 {
+    256
+}
 
 impl Default for Frontend {
     fn default() -> Self {
@@ -244,6 +259,7 @@ impl Default for Frontend {
             port: default_frontend_port(),
             cpus: default_frontend_cpus(),
             kv_block_size: default_kv_block_size(),
+            disagg_threshold: default_disagg_threshold(),
         }
     }
 }
@@ -447,6 +463,60 @@ fn validate(file: &str, text: &str, r: &Recipe) -> Result<(), RecipeError> {
     }
     if let Some(s) = &r.slurm {
         slurm::validate(file, text, s)?;
+    }
+    if let Some(c) = &r.engine.container {
+        validate_container(file, text, r, c)?;
+    }
+    Ok(())
+}
+
+/// `[engine.container]`: its own fields, and what the container must be able to mount.
+fn validate_container(
+    file: &str,
+    text: &str,
+    r: &Recipe,
+    c: &Container,
+) -> Result<(), RecipeError> {
+    const TABLE: &str = "engine.container";
+    if r.engine.kind == EngineKind::External {
+        return Err(RecipeError::at_key(
+            file,
+            text,
+            "engine",
+            "container",
+            "`[engine.container]` does not apply to `engine.kind = \"external\"`, which starts \
+             nothing; remove it"
+                .to_owned(),
+        ));
+    }
+    if let Err(e) = c.check() {
+        return Err(RecipeError::at_key(
+            file,
+            text,
+            TABLE,
+            e.field,
+            format!("`{TABLE}.{}` {}; given `{}`", e.field, e.problem, e.value),
+        ));
+    }
+    // The engine is given `model.path` as is, inside the container: cohort mounts it
+    // there at the same path, which needs an absolute path every runtime can mount.
+    if let Some(path) = &r.model.path {
+        let mountable = path.starts_with('/')
+            && !path
+                .chars()
+                .any(|ch| ch == ',' || ch == ':' || ch.is_whitespace() || ch.is_control());
+        if !mountable {
+            return Err(RecipeError::at_key(
+                file,
+                text,
+                "model",
+                "path",
+                format!(
+                    "`model.path` must be an absolute path without `,`, `:` or blanks with \
+                     `[engine.container]`, which mounts it at the same path; given `{path}`"
+                ),
+            ));
+        }
     }
     Ok(())
 }

@@ -142,6 +142,172 @@ fn hf_config_fills_missing_fields() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+const CONTAINER: &str = r#"
+[engine.container]
+runtime = "pyxis"
+image = "nvcr.io#nvidia/ai-dynamo/sglang-runtime:0.4.1"
+mounts = ["/lustre/models:/lustre/models:ro", "/scratch/cache:/cache"]
+env = ["HF_TOKEN"]
+"#;
+
+/// `GOOD` with `[engine.container]`, one line of it replaced.
+fn contained(from: &str, to: &str) -> String {
+    let table = CONTAINER.replace(from, to);
+    assert_ne!(table, CONTAINER, "`{from}` is not in the table");
+    format!("{GOOD}{table}")
+}
+
+/// The 1-based line of `text` that starts with `start`.
+fn line_of(text: &str, start: &str) -> usize {
+    text.lines().position(|l| l.starts_with(start)).unwrap() + 1
+}
+
+#[test]
+fn container_table_parses_with_defaults() {
+    use cohort_rank::engine::container::Runtime;
+    assert_eq!(parse("r.toml", GOOD).unwrap().engine.container, None);
+    let r = parse("r.toml", &format!("{GOOD}{CONTAINER}")).unwrap();
+    let c = r.engine.container.unwrap();
+    assert_eq!(c.runtime, Runtime::Pyxis);
+    assert_eq!(c.image, "nvcr.io#nvidia/ai-dynamo/sglang-runtime:0.4.1");
+    assert_eq!(c.mounts.len(), 2);
+    assert_eq!(c.env, ["HF_TOKEN"]);
+    assert!(!c.writable, "the runtime's own default unless asked");
+    assert!(c.args.is_empty());
+    let r = parse(
+        "r.toml",
+        &contained(
+            "runtime = \"pyxis\"",
+            "runtime = \"apptainer\"\nwritable = true",
+        )
+        .replace("nvcr.io#nvidia", "docker://nvcr.io/nvidia"),
+    )
+    .unwrap();
+    assert_eq!(r.engine.container.unwrap().runtime, Runtime::Apptainer);
+}
+
+#[test]
+fn container_errors_name_the_key_line_and_value() {
+    let text = contained(
+        "image = \"nvcr.io#nvidia/ai-dynamo/sglang-runtime:0.4.1\"",
+        "image = \"\"",
+    );
+    let e = err(&text);
+    let line = line_of(&text, "image");
+    assert!(
+        e.starts_with(&format!(
+            "r.toml:{line}:1: `engine.container.image` must name the image: an enroot reference"
+        )),
+        "{e}"
+    );
+    assert!(e.ends_with("given ``"), "{e}");
+
+    let text = contained("\"/scratch/cache:/cache\"", "\"cache:/cache\"");
+    let e = err(&text);
+    let line = line_of(&text, "mounts");
+    assert!(
+        e.starts_with(&format!(
+            "r.toml:{line}:1: `engine.container.mounts` entries are `SRC:DST` or `SRC:DST:ro`"
+        )),
+        "{e}"
+    );
+    assert!(e.ends_with("given `cache:/cache`"), "{e}");
+
+    // A read-only flag misspelt, two mounts on one path.
+    let e = err(&contained(":ro\"", ":r\""));
+    assert!(e.contains("given `/lustre/models:/lustre/models:r`"), "{e}");
+    let e = err(&contained(
+        "/scratch/cache:/cache",
+        "/scratch/cache:/lustre/models",
+    ));
+    assert!(
+        e.contains("mounts a second directory at `/lustre/models`"),
+        "{e}"
+    );
+
+    let e = err(&contained("[\"HF_TOKEN\"]", "[\"HF-TOKEN\"]"));
+    assert!(
+        e.contains("`engine.container.env` entries are names of host variables"),
+        "{e}"
+    );
+    assert!(e.ends_with("given `HF-TOKEN`"), "{e}");
+}
+
+#[test]
+fn container_image_must_suit_its_runtime() {
+    // enroot starts files and containers, not registry references.
+    let e = err(&contained("runtime = \"pyxis\"", "runtime = \"enroot\""));
+    assert!(
+        e.contains("`engine.container.image` is a registry reference"),
+        "{e}"
+    );
+    assert!(e.contains("enroot import"), "{e}");
+    // Apptainer spells registries as URIs.
+    let e = err(&contained("runtime = \"pyxis\"", "runtime = \"apptainer\""));
+    assert!(e.contains("Apptainer reads `docker://"), "{e}");
+    let e = err(&contained("runtime = \"pyxis\"", "runtime = \"docker\""));
+    assert!(
+        e.contains("`engine.container.runtime` cannot be \"docker\"") && e.contains("`pyxis`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn container_table_is_strict() {
+    let e = err(&contained("mounts =", "mount ="));
+    assert!(
+        e.contains("unknown key `mount` in `[engine.container]`")
+            && e.contains("did you mean \"mounts\"?"),
+        "{e}"
+    );
+    // Options cohort sets itself cannot come in through `args`.
+    let text = contained(
+        "env = [\"HF_TOKEN\"]",
+        "args = [\"--container-mounts=/a:/a\"]",
+    );
+    let e = err(&text);
+    let line = line_of(&text, "args");
+    assert!(
+        e.starts_with(&format!(
+            "r.toml:{line}:1: `engine.container.args` repeats `--container-mounts`"
+        )),
+        "{e}"
+    );
+    // Nothing to start, nothing to contain.
+    let e = err(&format!("{GOOD}{CONTAINER}").replace("kind = \"sglang\"", "kind = \"external\""));
+    assert!(
+        e.contains("does not apply to `engine.kind = \"external\"`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn container_needs_a_mountable_model_path() {
+    let with_path = |path: &str| {
+        format!("{GOOD}{CONTAINER}").replace(
+            "dtype = \"fp8\"",
+            &format!("dtype = \"fp8\"\npath = \"{path}\""),
+        )
+    };
+    assert!(parse("r.toml", &with_path("/lustre/models/DeepSeek-R1")).is_ok());
+    let text = with_path("weights/DeepSeek-R1");
+    let e = err(&text);
+    let line = line_of(&text, "path");
+    assert!(
+        e.starts_with(&format!(
+            "r.toml:{line}:1: `model.path` must be an absolute path"
+        )),
+        "{e}"
+    );
+    assert!(e.ends_with("given `weights/DeepSeek-R1`"), "{e}");
+    // Without a container the path is the engine's business.
+    let bare = GOOD.replace(
+        "dtype = \"fp8\"",
+        "dtype = \"fp8\"\npath = \"weights/DeepSeek-R1\"",
+    );
+    assert!(parse("r.toml", &bare).is_ok());
+}
+
 proptest::proptest! {
     /// Arbitrary text never panics the parser, and every error names the file.
     #[test]

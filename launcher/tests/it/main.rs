@@ -10,6 +10,7 @@ mod launch;
 mod launch_mpi;
 mod launch_slurm;
 mod plan;
+mod production;
 mod recipe;
 mod sbatch;
 mod serve;

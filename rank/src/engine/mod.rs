@@ -10,7 +10,10 @@
 //! and CPUs, its own process group and log file; readiness by the health endpoint with a
 //! deadline; exits reported with their status and log tail; stop is TERM to the group,
 //! a grace period, then KILL; dropping the supervisor kills every group it started.
+//!
+//! [`container`] wraps any engine's command for pyxis, enroot or Apptainer.
 
+pub mod container;
 pub mod external;
 mod logtail;
 mod probe;
@@ -31,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::topology::CpuSet;
 
 pub use process::ExitInfo;
-pub use supervisor::{InstanceEvent, StartError, Supervisor, SupervisorConfig};
+pub use supervisor::{preview, InstanceEvent, StartError, Supervisor, SupervisorConfig};
 
 /// What an instance does in disaggregated serving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

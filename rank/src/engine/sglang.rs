@@ -119,9 +119,8 @@ impl SglangEngine {
                 env.insert(NCCL_MNNVL_ENABLE.to_owned(), "1".to_owned());
             }
         }
-        if let Some(port) = i.kv_events_port {
-            // Same fields as vLLM's; with attention data parallelism each DP rank binds
-            // `port + rank` (see docs/launch.md, "Real engines").
+        if let Some(port) = i.kv_events_port.filter(|_| !dp_attention(i)) {
+            // Same fields as vLLM's.
             args.extend([
                 "--kv-events-config".into(),
                 kv_events_config(port, &self.kv_events_topic),
@@ -166,8 +165,19 @@ impl SglangEngine {
     /// `/health` already proves the scheduler works; older versions' `/health` only
     /// proved the HTTP server was up, and is still the one every version has.
     pub fn endpoints_node(&self, ctx: &EngineContext<'_>, node: Option<&MultiNode>) -> Endpoints {
-        http_endpoints(ctx.instance, node, "/health", Some("/metrics"), true)
+        let events = !dp_attention(ctx.instance);
+        http_endpoints(ctx.instance, node, "/health", Some("/metrics"), events)
     }
+}
+
+/// Whether the instance runs attention data-parallel (`--enable-dp-attention`, the wide
+/// expert-parallel deployments). Its KV events are then not asked for: SGLang 0.5 binds
+/// one publisher per DP rank at `port + rank`, on the rank's own node, which collides
+/// with the instance's rendezvous (`+3`) and SGLang's own sockets (`+4..+9`) on the
+/// leader, and, past 9 ranks, with the next instance's block. The router then tracks
+/// such instances by its own routing decisions (approximate mode).
+fn dp_attention(i: &super::InstanceSpec) -> bool {
+    i.extra_args.iter().any(|a| a == "--enable-dp-attention")
 }
 
 impl Engine for SglangEngine {

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use super::logtail::tail;
 use super::process::{self, ExitInfo, SpawnError, SpawnSpec, Spawned, Stopped};
-use super::{probe, Endpoints, Engine, EngineContext, InstanceSpec};
+use super::{probe, Endpoints, Engine, EngineContext, InstanceSpec, LaunchSpec};
 
 /// Settings of a supervisor, resolved once at the program's edge.
 #[derive(Debug, Clone)]
@@ -357,29 +357,55 @@ impl Actor {
         program: PathBuf,
         args: Vec<String>,
     ) -> (PathBuf, Vec<String>, MemoryBinding) {
-        if spec.mem_nodes.is_empty() {
-            return (program, args, MemoryBinding::NotRequested);
-        }
-        let Some(numactl) = &self.config.numactl else {
-            return (
-                program,
-                args,
-                MemoryBinding::NotApplied(spec.mem_nodes.clone()),
-            );
-        };
-        let nodes: Vec<String> = spec.mem_nodes.iter().map(u32::to_string).collect();
-        let mut wrapped = vec![
-            format!("--membind={}", nodes.join(",")),
-            "--".to_owned(),
-            program.display().to_string(),
-        ];
-        wrapped.extend(args);
-        (
-            numactl.clone(),
-            wrapped,
-            MemoryBinding::Bound(spec.mem_nodes.clone()),
-        )
+        wrap_numactl(self.config.numactl.as_ref(), spec, program, args)
     }
+}
+
+/// What the supervisor would run for `spec` with `engine`: the program and arguments
+/// (under `numactl` when given and the plan binds memory) and the variables it sets on
+/// top of the node's sanitised environment — the GPU binding, the recipe's, the
+/// engine's. `None` when the engine starts nothing. For `cohort plan --commands`.
+pub fn preview(
+    engine: &dyn Engine,
+    spec: &InstanceSpec,
+    numactl: Option<&PathBuf>,
+) -> Option<LaunchSpec> {
+    let launch = engine.launch(&EngineContext { instance: spec })?;
+    let env = child_env(&[], spec, &launch.env);
+    let (program, args, _) = wrap_numactl(numactl, spec, launch.program, launch.args);
+    Some(LaunchSpec { program, args, env })
+}
+
+/// `program args` under `numactl --membind` to the plan's NUMA nodes, when it asks for
+/// some and `numactl` is installed.
+fn wrap_numactl(
+    numactl: Option<&PathBuf>,
+    spec: &InstanceSpec,
+    program: PathBuf,
+    args: Vec<String>,
+) -> (PathBuf, Vec<String>, MemoryBinding) {
+    if spec.mem_nodes.is_empty() {
+        return (program, args, MemoryBinding::NotRequested);
+    }
+    let Some(numactl) = numactl else {
+        return (
+            program,
+            args,
+            MemoryBinding::NotApplied(spec.mem_nodes.clone()),
+        );
+    };
+    let nodes: Vec<String> = spec.mem_nodes.iter().map(u32::to_string).collect();
+    let mut wrapped = vec![
+        format!("--membind={}", nodes.join(",")),
+        "--".to_owned(),
+        program.display().to_string(),
+    ];
+    wrapped.extend(args);
+    (
+        numactl.clone(),
+        wrapped,
+        MemoryBinding::Bound(spec.mem_nodes.clone()),
+    )
 }
 
 /// The child's whole environment: the base sanitised, then the GPUs, the recipe's

@@ -8,7 +8,7 @@
 //! | what | how |
 //! |---|---|
 //! | KV events | `--kv-events-config` (ZMQ PUB bound on `tcp://*:<port + 1>`) |
-//! | prefill/decode | `--kv-transfer-config` NixlConnector `kv_both`; side channel on `<host>:<port + 2>` |
+//! | prefill/decode | `--kv-transfer-config` NixlConnector, `kv_producer` (prefill) or `kv_consumer` (decode); side channel on `<host>:<port + 2>` |
 //! | multi-node | `--nnodes/--node-rank/--master-addr/--master-port` (`<leader>:<leader port + 3>`), followers `--headless` |
 //! | ready | `GET /health` 200 |
 
@@ -125,12 +125,16 @@ impl VllmEngine {
             ]);
         }
         if i.role != Role::Aggregated {
-            // vLLM 0.32 `KVTransferConfig`: one connector for both directions, so a
-            // prefill and a decode instance are started alike and the request's
-            // `kv_transfer_params` say which side it is.
+            // vLLM 0.32 `KVTransferConfig`: the NixlConnector with the instance's side;
+            // 0.32 warns that `kv_both` for it is deprecated (seen running it).
+            let role = if i.role == Role::Prefill {
+                "kv_producer"
+            } else {
+                "kv_consumer"
+            };
             args.extend([
                 "--kv-transfer-config".into(),
-                r#"{"kv_connector":"NixlConnector","kv_role":"kv_both"}"#.into(),
+                format!(r#"{{"kv_connector":"NixlConnector","kv_role":"{role}"}}"#),
             ]);
             env.insert(VLLM_NIXL_SIDE_CHANNEL_HOST.to_owned(), i.host.clone());
             env.insert(

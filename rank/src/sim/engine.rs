@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::metrics::{self, EngineMetrics, Gauges, HttpStats};
 use super::scheduler::{Key, NewRequest, Remote, Scheduler};
 use super::vocab::Sampler;
-use cohort_router::openai::{FinishReason, KvTransferParams};
+use cohort_router::openai::{BlockIds, FinishReason, KvTransferParams};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -390,11 +390,12 @@ impl Engine {
             do_remote_decode: false,
             do_remote_prefill: true,
             remote_engine_id: Some(self.me.engine_id.clone()),
-            remote_block_ids: Some(blocks.clone()),
+            remote_block_ids: Some(BlockIds::Flat(blocks.clone())),
             remote_host: Some(self.cfg.advertise_host.clone()),
             remote_port: Some(self.me.port),
             tp_size: Some(self.cfg.tp),
             remote_request_id: Some(name.clone()),
+            ..KvTransferParams::default()
         };
         let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.hold_timeout_s.max(0.0));
         self.held_blocks += blocks.len() as u64;

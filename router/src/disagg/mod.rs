@@ -1,19 +1,22 @@
 //! Prefill→decode handshakes: one small trait, one file per engine family.
 //!
 //! [`Handshake::prefill`] runs (or starts) the prefill half on a prefill worker and says
-//! what the decode request must carry. Choosing the workers, and falling back to local
-//! prefill, is the caller's job (`generate.rs`).
+//! what the decode request must carry; [`Handshake::decode_body`] writes that request.
+//! Choosing the workers, and falling back to local prefill, is the caller's job
+//! (`generate.rs`).
 
 mod sglang;
+mod trtllm;
 mod vllm;
 
 pub use sglang::Sglang;
+pub use trtllm::Trtllm;
 pub use vllm::Vllm;
 
 use crate::openai::{CompletionRequest, KvTransferParams};
 use crate::registry::Worker;
 use crate::settings::HandshakeKind;
-use crate::upstream::{Client, UpstreamError};
+use crate::upstream::{Client, UpEvent, UpstreamError};
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
@@ -32,7 +35,7 @@ pub struct PrefillCtx<'a> {
     pub request: &'a CompletionRequest,
     /// Response-head timeout.
     pub timeout: Duration,
-    /// A random number (SGLang's bootstrap room).
+    /// A random number (SGLang's bootstrap room, TensorRT-LLM's `disagg_request_id`).
     pub rand: u64,
 }
 
@@ -50,16 +53,32 @@ pub enum DecodeSide {
         /// The rendezvous id shared by both requests.
         room: u64,
     },
+    /// TensorRT-LLM: the context server's `disaggregated_params`, as received but for
+    /// `request_type: "generation_only"` and the frontend's `disagg_request_id`.
+    Disaggregated {
+        /// The generation request's `disaggregated_params`.
+        params: serde_json::Map<String, serde_json::Value>,
+        /// The prompt as the context server prefilled it (its `prompt_token_ids`), which
+        /// replaces the request's; `None` when it did not say.
+        prompt: Option<Vec<u32>>,
+    },
 }
 
 /// The prefill half's result.
 #[derive(Debug)]
-pub struct Prefilled {
-    /// For the decode request.
-    pub decode: DecodeSide,
-    /// A prefill request still running alongside the decode one (SGLang); aborted when
-    /// dropped.
-    pub pending: Option<AbortOnDrop>,
+pub enum Prefilled {
+    /// The decode request goes ahead.
+    Decode {
+        /// What it must carry.
+        decode: DecodeSide,
+        /// A prefill request still running alongside the decode one (SGLang); aborted
+        /// when dropped.
+        pending: Option<AbortOnDrop>,
+    },
+    /// The prefill side finished the request itself (TensorRT-LLM: its first token ended
+    /// it, and no KV cache waits for a decode side): these events are the whole answer,
+    /// and no decode request is sent.
+    Answered(Vec<UpEvent>),
 }
 
 /// A task aborted when this is dropped: the owner of a side request.
@@ -77,13 +96,18 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// An engine family's prefill→decode handshake.
 pub trait Handshake: Send + Sync + Debug {
-    /// `vllm`, `sglang`.
+    /// `vllm`, `sglang`, `trtllm`.
     fn name(&self) -> &'static str;
     /// Runs or starts the prefill half on `ctx.worker`.
     fn prefill<'a>(
         &'a self,
         ctx: PrefillCtx<'a>,
     ) -> BoxFuture<'a, Result<Prefilled, UpstreamError>>;
+    /// The body of the request to the decode worker: `request` with what the prefill half
+    /// said it must carry (`side`; `None` when the decode worker prefills itself).
+    fn decode_body(&self, request: &CompletionRequest, side: Option<&DecodeSide>) -> Vec<u8> {
+        decode_body(request, side)
+    }
 }
 
 /// The handshake for `kind`.
@@ -91,6 +115,7 @@ pub fn build(kind: HandshakeKind) -> Arc<dyn Handshake> {
     match kind {
         HandshakeKind::Vllm => Arc::new(Vllm),
         HandshakeKind::Sglang => Arc::new(Sglang),
+        HandshakeKind::Trtllm => Arc::new(Trtllm),
     }
 }
 
@@ -105,6 +130,9 @@ pub fn decode_body(request: &CompletionRequest, side: Option<&DecodeSide>) -> Ve
         }
         Some(DecodeSide::Bootstrap { host, port, room }) => {
             sglang::with_bootstrap(request, host, *port, *room)
+        }
+        Some(DecodeSide::Disaggregated { params, prompt }) => {
+            trtllm::generation_body(request, params, prompt.as_deref())
         }
     }
 }

@@ -61,7 +61,7 @@ impl Handshake for Sglang {
                     let _ = upstream::read_all(b, timeout).await;
                 }
             });
-            Ok(Prefilled {
+            Ok(Prefilled::Decode {
                 decode: DecodeSide::Bootstrap {
                     host,
                     port,

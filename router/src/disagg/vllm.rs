@@ -48,7 +48,7 @@ impl Handshake for Vllm {
                     ctx.worker.spec.url
                 ))
             })?;
-            Ok(Prefilled {
+            Ok(Prefilled::Decode {
                 decode: DecodeSide::KvTransfer(params),
                 pending: None,
             })

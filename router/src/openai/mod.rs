@@ -22,7 +22,7 @@ mod stream;
 
 pub use error::{ErrorBody, ErrorKind, ErrorResponse};
 pub use request::{
-    ChatCompletionRequest, ChatMessage, CompletionRequest, ContentPart, KvTransferParams,
+    BlockIds, ChatCompletionRequest, ChatMessage, CompletionRequest, ContentPart, KvTransferParams,
     MessageContent, Prompt, StopSpec, StreamOptions,
 };
 pub use response::{

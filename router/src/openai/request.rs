@@ -176,7 +176,9 @@ pub struct ContentPart {
 ///
 /// To the prefill instance: `{"do_remote_decode": true}`. Its response names where the
 /// KV blocks are held (`do_remote_prefill: true`, `remote_*`); that object goes, as it is,
-/// into the request to the decode instance.
+/// into the request to the decode instance: fields cohort does not name are kept in
+/// `extra` and sent back unchanged (vLLM adds some in most releases; 0.32 sends
+/// `remote_num_tokens`, `transfer_mode`, `dcp_size`, `pp_size`, …).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct KvTransferParams {
     /// Prefill only, keep the blocks for a remote decode.
@@ -190,7 +192,7 @@ pub struct KvTransferParams {
     pub remote_engine_id: Option<String>,
     /// Block ids on the holding instance.
     #[serde(default)]
-    pub remote_block_ids: Option<Vec<u32>>,
+    pub remote_block_ids: Option<BlockIds>,
     /// Host of the holding instance.
     #[serde(default)]
     pub remote_host: Option<String>,
@@ -203,6 +205,20 @@ pub struct KvTransferParams {
     /// The request id under which the holding instance keeps the blocks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_request_id: Option<String>,
+    /// Every other field, passed through as it came.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `remote_block_ids`: one list (vLLM before 0.30, the simulator), or one list per KV
+/// cache group (vLLM 0.32: `[[21, 22]]`). Kept in the shape it came in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BlockIds {
+    /// `[1, 2, 3]`.
+    Flat(Vec<u32>),
+    /// `[[1, 2], [7, 8]]`.
+    Grouped(Vec<Vec<u32>>),
 }
 
 /// `prompt`: a string, a list of strings, a list of token ids or a list of lists.

@@ -172,6 +172,27 @@ fn kv_transfer_params_from_vllm_prefill_response() {
                    "remote_host": "10.0.0.1", "remote_port": 5600, "tp_size": 1});
     let p: KvTransferParams = serde_json::from_value(v).unwrap();
     assert!(p.do_remote_prefill);
-    assert_eq!(p.remote_block_ids.as_deref(), Some(&[1, 2, 3][..]));
+    assert_eq!(p.remote_block_ids, Some(BlockIds::Flat(vec![1, 2, 3])));
     assert_eq!(p.remote_port, Some(5600));
+}
+
+#[test]
+fn kv_transfer_params_of_vllm_0_32_pass_through_unchanged() {
+    // Captured from vLLM 0.32 (CPU build, NixlConnector `kv_producer`): block ids per
+    // KV cache group, and fields cohort does not name.
+    let v = json!({"do_remote_prefill": true, "do_remote_decode": false,
+                   "remote_block_ids": [[21, 22]],
+                   "remote_engine_id": "050698a0-23fc-4c9e-bb84-63a83498cda1",
+                   "remote_request_id": "cmpl-983698aa238a939d-0-b8e4e3b3",
+                   "remote_host": "127.0.0.1", "remote_port": 32202, "tp_size": 1,
+                   "dcp_size": 1, "pp_size": 1, "remote_num_tokens": 40,
+                   "remote_blocks_expiry_time": null, "transfer_mode": "pull",
+                   "remote_prefill_cached_tokens": 0});
+    let p: KvTransferParams = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(
+        p.remote_block_ids,
+        Some(BlockIds::Grouped(vec![vec![21, 22]]))
+    );
+    assert_eq!(p.extra["transfer_mode"], "pull");
+    assert_eq!(serde_json::to_value(&p).unwrap(), v);
 }

@@ -5,3 +5,4 @@
 mod frontend;
 mod fuzz;
 mod stub;
+mod trtllm;

@@ -170,3 +170,86 @@ async fn handle(
     });
     Ok(Response::new(StubBody(None, Some(rx))))
 }
+
+/// What a scripted stub answers to one request (see [`Stub::scripted`]).
+#[derive(Debug, Clone)]
+pub(crate) enum Reply {
+    /// A whole JSON body with this status.
+    Json(u16, String),
+    /// Server-sent events, each a whole `data: …\n\n`, then the end of the body.
+    Events(Vec<String>),
+}
+
+/// Decides a scripted stub's answer from the request's path and JSON body.
+pub(crate) type Script = Arc<dyn Fn(&str, &serde_json::Value) -> Reply + Send + Sync>;
+
+impl Stub {
+    /// A stub whose answers to `POST`s are `script`'s (`/health` and `/v1/models` are
+    /// answered as [`Stub::start`] answers them); it records every body it is sent.
+    pub(crate) async fn scripted(script: Script) -> Stub {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = JoinSet::new();
+        let rec = bodies.clone();
+        tasks.spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((s, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (script, rec) = (script.clone(), rec.clone());
+                conns.spawn(async move {
+                    let svc =
+                        service_fn(move |req| handle_scripted(script.clone(), rec.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        Stub {
+            addr,
+            bodies,
+            tasks,
+        }
+    }
+}
+
+async fn handle_scripted(
+    script: Script,
+    rec: Arc<Mutex<Vec<serde_json::Value>>>,
+    req: Request<Incoming>,
+) -> Result<Response<StubBody>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    let path = req.uri().path().to_owned();
+    if path == "/v1/models" || path == "/health" {
+        return handle(Behaviour::default(), rec, req).await;
+    }
+    let bytes = req.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    rec.lock().unwrap().push(v.clone());
+    Ok(match script(&path, &v) {
+        Reply::Json(status, body) => {
+            let mut r = Response::new(StubBody(Some(Bytes::from(body)), None));
+            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Reply::Events(events) => {
+            let (tx, rx) = mpsc::channel(events.len().max(1));
+            for e in events {
+                let _ = tx.try_send(Item::Data(Bytes::from(e)));
+            }
+            let mut r = Response::new(StubBody(None, Some(rx)));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/event-stream"),
+            );
+            r
+        }
+    })
+}

@@ -481,11 +481,8 @@ impl Lead<'_> {
             model: Some(launch.recipe.model.name.clone()),
             block_size: launch.recipe.deploy.frontend.kv_block_size,
             log_level: cohort_router::settings::LogLevel::Error,
-            handshake: if wire.engine.is_sglang() {
-                cohort_router::settings::HandshakeKind::Sglang
-            } else {
-                cohort_router::settings::HandshakeKind::Vllm
-            },
+            handshake: wire.engine.handshake(),
+            disagg_threshold: launch.recipe.deploy.frontend.disagg_threshold,
             ..cohort_router::ServeArgs::default()
         };
         let settings = args

@@ -2,9 +2,10 @@
 //! `nvmlDeviceGetGpuFabricInfoV`: the fields NCCL itself reads to tell which GPUs share
 //! an NVLink domain across nodes.
 //!
-//! `nvml-wrapper` 0.11 does not wrap that call, so [`read`] goes through the raw
+//! `nvml-wrapper` 0.11 does not wrap that call, so [`query`] goes through the raw
 //! bindings of `nvml-wrapper-sys` (the crate `nvml-wrapper` is built on); it is the only
-//! `unsafe` code in this crate.
+//! `unsafe` code in this crate. GPU preflight (`crate::gpu`) reads the raw registration
+//! (state and status too) through [`open`] and [`query`].
 //!
 //! There is no `nvidia-smi -q` fallback for drivers whose NVML lacks the symbols:
 //! `nvidia-smi` prints its `Fabric` section from this same call of the same driver's
@@ -40,11 +41,11 @@ const fn struct_version(size: usize, version: u32) -> u32 {
 
 /// The fields both struct versions share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Registration {
-    cluster_uuid: [u8; 16],
-    status: nvmlReturn_t,
-    clique_id: u32,
-    state: u8,
+pub(crate) struct Registration {
+    pub(crate) cluster_uuid: [u8; 16],
+    pub(crate) status: nvmlReturn_t,
+    pub(crate) clique_id: u32,
+    pub(crate) state: u8,
 }
 
 impl Registration {
@@ -62,7 +63,7 @@ impl Registration {
 
 /// Lower-case hex in 8-4-4-4-12 groups, bytes in order, as `nvidia-smi -q` prints
 /// `ClusterUUID` (and NVIDIA's DRA driver formats it).
-fn format_uuid(b: &[u8; 16]) -> String {
+pub(crate) fn format_uuid(b: &[u8; 16]) -> String {
     let hex =
         |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
     format!(
@@ -85,24 +86,100 @@ fn answer(code: nvmlReturn_t, reg: Registration) -> Result<Option<Fabric>, NvmlE
     }
 }
 
-/// Each device's fabric registration, in the order given (`None` for a GPU in no
-/// multi-node domain), through the NVML library at `path`: the one `devices` come from,
-/// kept loaded and initialised by the `Nvml` they borrow. Whatever cannot be read is
-/// left out and said in `notes`.
+/// What one device's fabric query came back with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queried {
+    /// This driver's NVML has neither `nvmlDeviceGetGpuFabricInfoV` nor
+    /// `nvmlDeviceGetGpuFabricInfo`.
+    Missing,
+    /// Only `nvmlDeviceGetGpuFabricInfoV` is present and it refused the v2 struct.
+    VersionRefused,
+    /// A call was made: its return code, and the struct as NVML left it.
+    Called(nvmlReturn_t, Registration),
+}
+
+/// NVML's raw bindings, from the library at `path`: the one `nvml-wrapper` loaded and
+/// still holds (through an `Nvml` that outlives what is read with them).
+#[allow(unsafe_code)]
+pub(crate) fn open(path: &OsStr) -> Result<NvmlLib, NvmlError> {
+    // SAFETY: loading a library runs its initialisers. `path` is the library
+    // `nvml-wrapper` already loaded, and still holds, so `dlopen` hands back that same
+    // handle (one more reference) and runs nothing.
+    unsafe { NvmlLib::new(path) }.map_err(NvmlError::LibloadingError)
+}
+
+/// One device's fabric registration, through `lib` (from [`open`], for the library
+/// `dev` comes from).
 ///
 /// `nvmlDeviceGetGpuFabricInfoV` is asked first, then `nvmlDeviceGetGpuFabricInfo` where
 /// the former is missing or does not know the v2 struct. A symbol the driver lacks is
 /// never called: the bindings resolve each by name and keep the failure.
 #[allow(unsafe_code)]
+pub(crate) fn query(lib: &NvmlLib, dev: &Device<'_>) -> Queried {
+    let v2 = lib.nvmlDeviceGetGpuFabricInfoV.as_ref().ok().copied();
+    let v1 = lib.nvmlDeviceGetGpuFabricInfo.as_ref().ok().copied();
+    if v2.is_none() && v1.is_none() {
+        return Queried::Missing;
+    }
+    // SAFETY: copies the handle out, nothing more; `dev` borrows the `Nvml` that keeps
+    // it valid until after this function returns.
+    let handle = unsafe { dev.handle() };
+    if let Some(get) = v2 {
+        let mut info = nvmlGpuFabricInfoV_t {
+            version: INFO_V2,
+            clusterUuid: [0; 16],
+            status: 0,
+            cliqueId: 0,
+            state: 0,
+            healthMask: 0,
+        };
+        // SAFETY: `get` is the driver's `nvmlDeviceGetGpuFabricInfoV`, resolved by name
+        // from `lib`, which stays loaded for this call, with bindgen's signature from
+        // `nvml.h`; `handle` is a live device of this library's initialised NVML;
+        // `info` is a writable v2 struct whose `version` says so, which bounds what
+        // NVML writes.
+        let code = unsafe { get(handle, &mut info) };
+        if code != nvmlReturn_enum_NVML_ERROR_ARGUMENT_VERSION_MISMATCH {
+            let reg = Registration {
+                cluster_uuid: info.clusterUuid,
+                status: info.status,
+                clique_id: info.cliqueId,
+                state: info.state,
+            };
+            return Queried::Called(code, reg);
+        }
+    }
+    let Some(get) = v1 else {
+        return Queried::VersionRefused;
+    };
+    let mut info = nvmlGpuFabricInfo_t {
+        clusterUuid: [0; 16],
+        status: 0,
+        cliqueId: 0,
+        state: 0,
+    };
+    // SAFETY: as above, for `nvmlDeviceGetGpuFabricInfo` and its unversioned v1
+    // struct, writable and of the size that call writes.
+    let code = unsafe { get(handle, &mut info) };
+    let reg = Registration {
+        cluster_uuid: info.clusterUuid,
+        status: info.status,
+        clique_id: info.cliqueId,
+        state: info.state,
+    };
+    Queried::Called(code, reg)
+}
+
+/// Each device's fabric registration, in the order given (`None` for a GPU in no
+/// multi-node domain), through the NVML library at `path`: the one `devices` come from,
+/// kept loaded and initialised by the `Nvml` they borrow. Whatever cannot be read is
+/// left out and said in `notes`.
 pub(super) fn read(
     path: &OsStr,
     devices: &[Device<'_>],
     notes: &mut Vec<String>,
 ) -> Vec<Option<Fabric>> {
-    // SAFETY: loading a library runs its initialisers. `path` is the library
-    // `nvml-wrapper` already loaded, and still holds, so `dlopen` hands back that same
-    // handle (one more reference) and runs nothing.
-    let lib = match unsafe { NvmlLib::new(path) } {
+    let lib = match open(path) {
         Ok(lib) => lib,
         Err(e) => {
             notes.push(format!(
@@ -112,79 +189,28 @@ pub(super) fn read(
             return vec![None; devices.len()];
         }
     };
-    let v2 = lib.nvmlDeviceGetGpuFabricInfoV.as_ref().ok().copied();
-    let v1 = lib.nvmlDeviceGetGpuFabricInfo.as_ref().ok().copied();
-    if v2.is_none() && v1.is_none() {
-        notes.push(
-            "this driver's NVML has no `nvmlDeviceGetGpuFabricInfo`: \
-             no multi-node NVLink fabric information"
-                .to_owned(),
-        );
-        return vec![None; devices.len()];
-    }
     let mut out = Vec::with_capacity(devices.len());
     for (i, dev) in devices.iter().enumerate() {
-        // SAFETY: copies the handle out, nothing more; `dev` borrows the `Nvml` that keeps
-        // it valid until after this function returns.
-        let handle = unsafe { dev.handle() };
-        let mut got = None;
-        if let Some(get) = v2 {
-            let mut info = nvmlGpuFabricInfoV_t {
-                version: INFO_V2,
-                clusterUuid: [0; 16],
-                status: 0,
-                cliqueId: 0,
-                state: 0,
-                healthMask: 0,
-            };
-            // SAFETY: `get` is the driver's `nvmlDeviceGetGpuFabricInfoV`, resolved by name
-            // from `lib`, which stays loaded for this call, with bindgen's signature from
-            // `nvml.h`; `handle` is a live device of this library's initialised NVML;
-            // `info` is a writable v2 struct whose `version` says so, which bounds what
-            // NVML writes.
-            let code = unsafe { get(handle, &mut info) };
-            if code != nvmlReturn_enum_NVML_ERROR_ARGUMENT_VERSION_MISMATCH {
-                let reg = Registration {
-                    cluster_uuid: info.clusterUuid,
-                    status: info.status,
-                    clique_id: info.cliqueId,
-                    state: info.state,
-                };
-                got = Some((code, reg));
+        let fabric = match query(&lib, dev) {
+            Queried::Missing => {
+                notes.push(
+                    "this driver's NVML has no `nvmlDeviceGetGpuFabricInfo`: \
+                     no multi-node NVLink fabric information"
+                        .to_owned(),
+                );
+                return vec![None; devices.len()];
             }
-        }
-        if let (None, Some(get)) = (got, v1) {
-            let mut info = nvmlGpuFabricInfo_t {
-                clusterUuid: [0; 16],
-                status: 0,
-                cliqueId: 0,
-                state: 0,
-            };
-            // SAFETY: as above, for `nvmlDeviceGetGpuFabricInfo` and its unversioned v1
-            // struct, writable and of the size that call writes.
-            let code = unsafe { get(handle, &mut info) };
-            let reg = Registration {
-                cluster_uuid: info.clusterUuid,
-                status: info.status,
-                clique_id: info.cliqueId,
-                state: info.state,
-            };
-            got = Some((code, reg));
-        }
-        let fabric = match got.map(|(code, reg)| answer(code, reg)) {
-            Some(Ok(f)) => f,
-            Some(Err(e)) => {
-                notes.push(format!("GPU {i}: fabric membership unreadable: {e}"));
-                None
-            }
-            // Only v2 is present and it refused the v2 struct.
-            None => {
+            Queried::VersionRefused => {
                 notes.push(format!(
                     "GPU {i}: fabric membership unreadable: NVML does not accept \
                      `nvmlGpuFabricInfo_v2` ({INFO_V2:#x})"
                 ));
                 None
             }
+            Queried::Called(code, reg) => answer(code, reg).unwrap_or_else(|e| {
+                notes.push(format!("GPU {i}: fabric membership unreadable: {e}"));
+                None
+            }),
         };
         out.push(fabric);
     }

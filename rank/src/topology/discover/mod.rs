@@ -5,8 +5,8 @@
 //! GPUs it names are in the topology, renumbered in PCI order; the binding is reported.
 //! Nothing here fails: a fact that cannot be read is left out and said in a note.
 
-mod fabric;
-mod nvml;
+pub(crate) mod fabric;
+pub(crate) mod nvml;
 mod sysfs;
 
 use std::collections::BTreeMap;

@@ -47,7 +47,7 @@ const MAX_LINKS: u32 = 18;
 
 /// Why no GPU list came back.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum NvmlUnavailable {
+pub(crate) enum NvmlUnavailable {
     /// No library could be loaded.
     #[error("found no NVIDIA library ({tried}): no GPUs on this node")]
     NoLibrary {
@@ -60,7 +60,7 @@ pub(super) enum NvmlUnavailable {
 }
 
 /// NVML, and the library name it was loaded by.
-fn load() -> Result<(Nvml, &'static str), NvmlUnavailable> {
+pub(crate) fn load() -> Result<(Nvml, &'static str), NvmlUnavailable> {
     let mut last = String::new();
     for lib in NVML_LIBRARIES {
         match Nvml::builder().lib_path(OsStr::new(lib)).init() {
