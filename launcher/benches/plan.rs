@@ -28,6 +28,7 @@ fn deploy(prefill: Shape, decode: Shape) -> Deploy {
         base_port: 30_000,
         port_stride: 10,
         reserved_cpus: 2,
+        exclude_unhealthy: false,
         frontend: Frontend::default(),
         topology: None,
     }

@@ -356,12 +356,6 @@ fn preflight(plan: &WirePlan, info: &NodeInfo, mine: &[InstanceSpec]) -> anyhow:
     gpu_preflight(plan, info, mine, &logs)
 }
 
-/// Free memory a GPU must have before a real engine starts on it: vLLM and SGLang take
-/// about 90 % of it by default, so a GPU already half full (a leftover process of an
-/// earlier job) fails at start — after minutes of loading weights — or runs short of KV
-/// cache.
-const GPU_MIN_FREE_FRACTION: f64 = 0.8;
-
 /// The GPU checks of a real node before real engines start (`docs/preflight.md`): the
 /// plan's GPUs present, no uncorrectable ECC error or pending retirement, fabric and
 /// NVLink cliques complete, memory free, IMEX for instances across nodes. The report
@@ -391,7 +385,7 @@ fn gpu_preflight(
     let reqs = Requirements {
         gpus,
         gpus_on_node: Some(info.node.gpus.len() as u32),
-        min_free_fraction: Some(GPU_MIN_FREE_FRACTION),
+        min_free_fraction: Some(super::node::GPU_MIN_FREE_FRACTION),
         cliques: mine
             .iter()
             .filter(|s| fabric && !s.gpus.is_empty())

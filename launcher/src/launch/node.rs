@@ -2,10 +2,12 @@
 //! the address its engines bind to and rank 0 reaches them at.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use cohort_rank::bootstrap::Method;
 use cohort_rank::control::listen::{self, ListenScope};
+use cohort_rank::gpu;
 use cohort_rank::topology::{discover, Node};
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +24,57 @@ pub(crate) struct NodeInfo {
     /// Whether `node` is emulated (no CPU or memory binding is applied then: its CPUs
     /// are not this machine's).
     pub(crate) emulated: bool,
+    /// The node's GPU health when it joined (`docs/preflight.md`): every GPU present,
+    /// no uncorrectable ECC error or pending retirement, fabric complete, memory free.
+    /// `None` where not checked (no GPU, emulated without a fixture, the simulator).
+    #[serde(default)]
+    pub(crate) gpu_health: Option<gpu::Report>,
+}
+
+/// A GPU fixture file read in place of NVML, `{node}` standing for the node's name: to
+/// rehearse GPU failures on emulated nodes (`rank/tests/fixtures/gpu/` has examples).
+pub(crate) const GPU_FIXTURE_VAR: &str = "COHORT_GPU_FIXTURE";
+
+/// Free memory a GPU must have before a real engine starts on it: vLLM and SGLang take
+/// about 90 % of it by default, so a GPU already half full (a leftover process of an
+/// earlier job) fails at start — after minutes of loading weights — or runs short of KV
+/// cache.
+pub(crate) const GPU_MIN_FREE_FRACTION: f64 = 0.8;
+
+/// The node's GPU health, checked before it joins: from `COHORT_GPU_FIXTURE` when set,
+/// else from NVML on a real node with GPUs when real engines will run.
+fn gpu_health(launch: &Launch, node: &Node, emulated: bool) -> anyhow::Result<Option<gpu::Report>> {
+    let source: Box<dyn gpu::GpuSource> = match launch.env.get(GPU_FIXTURE_VAR) {
+        Some(p) => {
+            let path = PathBuf::from(p.replace("{node}", &node.hostname));
+            Box::new(gpu::FixtureSource::from_file(&path).with_context(|| {
+                format!(
+                    "`{GPU_FIXTURE_VAR}`: cannot read the GPU fixture `{}`",
+                    path.display()
+                )
+            })?)
+        }
+        None if emulated || node.gpus.is_empty() => return Ok(None),
+        None if matches!(launch.engine, super::args::EngineChoice::Sim { .. }) => return Ok(None),
+        None => match gpu::NvmlSource::open() {
+            Ok(s) => Box::new(s),
+            // Discovery found GPUs through NVML; if it cannot be opened now, the
+            // check before engines start says so.
+            Err(_) => return Ok(None),
+        },
+    };
+    let reqs = gpu::Requirements {
+        gpus: node.gpus.iter().map(|g| g.index).collect(),
+        gpus_on_node: Some(node.gpus.len() as u32),
+        min_free_fraction: Some(GPU_MIN_FREE_FRACTION),
+        ..gpu::Requirements::default()
+    };
+    Ok(Some(gpu::preflight(
+        &node.hostname,
+        &*source,
+        std::path::Path::new("/"),
+        &reqs,
+    )))
 }
 
 /// Whether NVML sees a GPU on this node.
@@ -50,6 +103,7 @@ pub(crate) fn describe(launch: &Launch) -> anyhow::Result<NodeInfo> {
     };
     Ok(NodeInfo {
         address: address(launch)?,
+        gpu_health: gpu_health(launch, &node, emulated)?,
         node,
         emulated,
     })

@@ -57,6 +57,7 @@ pub(crate) fn commands(
             node: n.clone(),
             address: stand_in(k),
             emulated: false,
+            gpu_health: None,
         })
         .collect();
     let results = PathBuf::from("/results").join(JOB);

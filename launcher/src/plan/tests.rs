@@ -27,6 +27,7 @@ fn disagg(p: Shape, d: Shape) -> Deploy {
         base_port: 30_000,
         port_stride: 10,
         reserved_cpus: 2,
+        exclude_unhealthy: false,
         frontend: Frontend::default(),
         topology: None,
     }

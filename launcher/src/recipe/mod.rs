@@ -188,6 +188,11 @@ pub struct Deploy {
     /// CPUs left on every node for cohort itself. Default 2.
     #[serde(default = "default_reserved_cpus")]
     pub reserved_cpus: u32,
+    /// Plan without nodes whose GPUs fail the health check at join (uncorrectable ECC
+    /// errors, missing GPUs, fabric incomplete, memory in use), rather than ending the
+    /// job. Default `false`: a job runs on the nodes it was given or not at all.
+    #[serde(default)]
+    pub exclude_unhealthy: bool,
     /// The frontend on rank 0.
     #[serde(default)]
     pub frontend: Frontend,

@@ -61,24 +61,31 @@ per_domain = 1
 
 impl Job {
     fn start(dir: &Path, recipe: &Path, extra: &[&str]) -> Job {
+        Self::start_ranks(dir, recipe, 4, extra, &[])
+    }
+
+    /// `ranks` local ranks, `env` added to their environment.
+    fn start_ranks(
+        dir: &Path,
+        recipe: &Path,
+        ranks: u32,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Job {
         let marker = format!("{}-{}", std::process::id(), dir.display());
         let out = std::fs::File::create(dir.join("stdout")).unwrap();
         let err = std::fs::File::create(dir.join("stderr")).unwrap();
         let child = cohort()
-            .args([
-                "launch",
-                "--local",
-                "4",
-                "--frontend-port",
-                "0",
-                "--results",
-            ])
+            .args(["launch", "--local"])
+            .arg(ranks.to_string())
+            .args(["--frontend-port", "0", "--results"])
             .arg(dir.join("results"))
             .arg("--recipe")
             .arg(recipe)
             .args(["--progress", "lines", "--stop-grace", "2s"])
             .args(extra)
             .env(MARK_VAR, &marker)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -441,6 +448,98 @@ output_len = 16
     let s = summary(&job);
     assert_eq!(s["gpus"], 16);
     assert_eq!(s["points"][0]["completed"], 12);
+    assert_no_leftovers(&job);
+}
+
+/// Two emulated H100 nodes whose GPU state comes from fixtures (`COHORT_GPU_FIXTURE`):
+/// node 2 has uncorrectable ECC errors on GPU 3. `exclude_unhealthy` says whether the
+/// job plans without it or ends naming it.
+fn unhealthy_node_job(tag: &str, base_port: u16, exclude_unhealthy: bool) -> (Job, TempDir) {
+    let tmp = TempDir::new(tag);
+    let fixtures = repo_root().join("rank/tests/fixtures/gpu");
+    let gpu = tmp.path().join("gpu");
+    std::fs::create_dir_all(&gpu).unwrap();
+    std::fs::copy(fixtures.join("h100-healthy.json"), gpu.join("h100-01.json")).unwrap();
+    std::fs::copy(
+        fixtures.join("h100-ecc-gpu3.json"),
+        gpu.join("h100-02.json"),
+    )
+    .unwrap();
+    let topo = tmp.path().join("nodes.toml");
+    std::fs::write(
+        &topo,
+        "version = 1\n[[system]]\nkind = \"hgx-h100\"\nhosts = \"h100-[01-02]\"\n",
+    )
+    .unwrap();
+    let recipe = tmp.path().join("recipe.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            r#"name = "test-gpu-health"
+[model]
+name = "meta-llama/Llama-3.1-8B-Instruct"
+[engine]
+kind = "sim"
+[deploy]
+mode = "aggregated"
+topology = "{}"
+base_port = {base_port}
+exclude_unhealthy = {exclude_unhealthy}
+[deploy.aggregated]
+gpus = 4
+per_domain = 1
+[bench]
+concurrency = [2]
+requests = 6
+input_len = 64
+output_len = 8
+"#,
+            topo.display()
+        ),
+    )
+    .unwrap();
+    let fixture = gpu.join("{node}.json").display().to_string();
+    let job = Job::start_ranks(
+        tmp.path(),
+        &recipe,
+        2,
+        &["--speedup", "inf"],
+        &[("COHORT_GPU_FIXTURE", fixture.as_str())],
+    );
+    (job, tmp)
+}
+
+#[test]
+fn a_node_with_failed_gpus_ends_the_job_naming_it() {
+    let (mut job, _tmp) = unhealthy_node_job("launch-gpu-fail", 31_800, false);
+    let status = job.wait(Duration::from_secs(60));
+    let err = job.stderr();
+    assert_eq!(status.code(), Some(11), "stderr:\n{err}");
+    assert!(
+        err.contains("GPU health check failed on 1 node(s): h100-02"),
+        "{err}"
+    );
+    assert!(err.contains("h100-02 GPU 3"), "the GPU is named: {err}");
+    assert!(
+        err.contains("exclude_unhealthy"),
+        "the way out is named: {err}"
+    );
+    assert!(job.results().join("gpu-health.json").is_file());
+    assert_no_leftovers(&job);
+}
+
+#[test]
+fn a_node_with_failed_gpus_is_left_out_when_the_recipe_allows() {
+    let (mut job, _tmp) = unhealthy_node_job("launch-gpu-exclude", 31_900, true);
+    let status = job.wait(Duration::from_secs(60));
+    let err = job.stderr();
+    assert_eq!(status.code(), Some(0), "stderr:\n{err}");
+    assert!(err.contains("planning without it"), "{err}");
+    let s = summary(&job);
+    assert_eq!(s["instances"], 1, "{s}");
+    assert_eq!(s["points"][0]["completed"], 6, "{s}");
+    let wire = std::fs::read_to_string(job.results().join("instances.json")).unwrap();
+    assert!(!wire.contains("h100-02"), "{wire}");
     assert_no_leftovers(&job);
 }
 

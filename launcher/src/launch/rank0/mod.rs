@@ -210,6 +210,59 @@ impl Lead<'_> {
         }
     }
 
+    /// The nodes to plan without: `--exclude`, and — when the recipe allows
+    /// (`deploy.exclude_unhealthy`) — nodes whose GPUs failed their health check at join.
+    /// A failed check the recipe does not allow for ends the job (preflight), naming
+    /// each node and GPU. Every report goes to `gpu-health.json`.
+    fn gpu_health(&mut self, nodes: &[NodeInfo]) -> Result<Vec<String>, Failure> {
+        let launch = self.launch;
+        let mut exclude = launch.exclude.clone();
+        let reports: Vec<&cohort_rank::gpu::Report> =
+            nodes.iter().filter_map(|n| n.gpu_health.as_ref()).collect();
+        if reports.is_empty() {
+            return Ok(exclude);
+        }
+        let _ = self.res.write(
+            "gpu-health.json",
+            &serde_json::to_vec_pretty(&reports).unwrap_or_default(),
+        );
+        let failed: Vec<&cohort_rank::gpu::Report> =
+            reports.into_iter().filter(|r| !r.passed()).collect();
+        if failed.is_empty() {
+            return Ok(exclude);
+        }
+        let names: Vec<String> = failed.iter().map(|r| r.node.clone()).collect();
+        let detail: String = failed.iter().map(|r| format!("{r}\n")).collect();
+        self.res.event("gpu_health_failed", json!({"nodes": names}));
+        if !launch.recipe.deploy.exclude_unhealthy {
+            self.incident(
+                format!("GPU health check failed on {}", names.join(", ")),
+                detail.clone(),
+            );
+            return Err(Failure::new(
+                Ending::Preflight,
+                anyhow!(
+                    "the GPU health check failed on {} node(s): {} (findings above, and in \
+                     gpu-health.json); plan without them with `deploy.exclude_unhealthy = \
+                     true` in the recipe, or `--exclude {}`",
+                    names.len(),
+                    names.join(", "),
+                    names.join(",")
+                ),
+            ));
+        }
+        self.incident(
+            format!(
+                "GPU health check failed on {}: planning without {} (`deploy.exclude_unhealthy`)",
+                names.join(", "),
+                if names.len() == 1 { "it" } else { "them" }
+            ),
+            detail,
+        );
+        exclude.extend(names);
+        Ok(exclude)
+    }
+
     /// Plans on the joined nodes, writes the plan and publishes it.
     fn plan(&mut self, nodes: &[NodeInfo]) -> Result<WirePlan, Failure> {
         let launch = self.launch;
@@ -222,7 +275,8 @@ impl Lead<'_> {
             source,
             nodes: nodes.iter().map(|n| n.node.clone()).collect(),
         };
-        let p = plan::plan(&topology, &launch.recipe.deploy, &launch.exclude)
+        let exclude = self.gpu_health(nodes)?;
+        let p = plan::plan(&topology, &launch.recipe.deploy, &exclude)
             .with_context(|| format!("no plan for `{}`", launch.recipe.name))
             .ending(Ending::Plan)?;
         let stop_grace_ms = launch.stop_grace.as_millis() as u64;
