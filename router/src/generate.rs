@@ -351,12 +351,21 @@ impl Generation {
             decode_pool = pick(false, &is_decode);
         }
         if decode_pool.is_empty() {
+            // Every decoding worker's breaker is open. A breaker keeps a failing worker
+            // out while others serve; when none is left, refusing everything helps
+            // nobody (one overloaded instance would take the whole service down): the
+            // workers whose health probe still answers get the request.
+            decode_pool = snapshot
+                .iter()
+                .filter(|w| is_decode(w) && w.probe() != crate::registry::Probe::Down)
+                .cloned()
+                .collect();
+        }
+        if decode_pool.is_empty() {
             let n = snapshot.len();
             return Err(StartError::Api(ApiError::new(
                 ErrorType::Unavailable,
-                format!(
-                    "no worker can serve: {n} registered, none routable (down or breaker open)"
-                ),
+                format!("no worker can serve: {n} registered, none routable (every one down)"),
             )));
         }
         let prefill_pool = pick(true, &is_prefill);

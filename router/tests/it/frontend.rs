@@ -295,3 +295,55 @@ async fn sglang_handshake_sends_one_room_to_both_sides() {
     p.stop().await;
     d.stop().await;
 }
+
+/// One engine, overloaded for a moment (three 503s open its breaker): with no other
+/// worker to turn to, the next request still goes to it — the service does not refuse
+/// everything while the only engine's breaker cools down.
+#[tokio::test]
+async fn the_last_worker_of_a_role_is_tried_even_with_its_breaker_open() {
+    use crate::stub::Reply;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let only = Stub::scripted(std::sync::Arc::new(move |_path, _body| {
+        if seen.fetch_add(1, Ordering::SeqCst) < 3 {
+            return Reply::Json(
+                503,
+                r#"{"error":{"message":"overloaded","type":"ServiceUnavailableError","code":503}}"#
+                    .to_owned(),
+            );
+        }
+        Reply::Events(vec![
+            r#"data: {"id":"cmpl-1","object":"text_completion","created":0,"model":"stub","choices":[{"index":0,"text":" ok","token_ids":[7],"finish_reason":"length"}]}"#.to_owned() + "\n\n",
+            r#"data: {"id":"cmpl-1","object":"text_completion","created":0,"model":"stub","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#.to_owned() + "\n\n",
+            "data: [DONE]\n\n".to_owned(),
+        ])
+    }))
+    .await;
+    let fe = frontend(&["--max-retries", "0", "--worker", &only.url()]).await;
+    let body = r#"{"model":"stub","prompt":"abc","max_tokens":1}"#;
+    for _ in 0..3 {
+        let (s, b) = post(&fe, "/v1/completions", body).await;
+        assert_eq!(s, 502, "{b}");
+    }
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let uri: hyper::Uri = format!("http://{}/metrics", fe.addr()).parse().unwrap();
+    let m = client
+        .get(uri)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    let m = String::from_utf8(m.to_bytes().to_vec()).unwrap();
+    assert!(
+        m.contains("cohort_router_worker_breaker_state{worker=\"0\"} 1"),
+        "three failures open the breaker:\n{m}"
+    );
+    let (s, b) = post(&fe, "/v1/completions", body).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    fe.shutdown().await;
+    only.stop().await;
+}
