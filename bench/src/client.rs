@@ -362,6 +362,9 @@ impl Measure {
     }
 
     fn event(&mut self, json: &[u8], t: Instant) {
+        if fast::carries_token(json, self.endpoint) {
+            return self.token(t);
+        }
         // From bytes: strings that are read are checked for UTF-8, skipped ones are not
         // (no validation pass over the whole event).
         let (token, usage) = match serde_json::from_slice::<lite::Chunk>(json) {
@@ -378,15 +381,20 @@ impl Measure {
             self.usage = usage;
         }
         if token {
-            match self.last {
-                None => self.first = Some(t),
-                Some(prev) => self
-                    .itl
-                    .push(t.saturating_duration_since(prev).as_micros() as u64),
-            }
-            self.last = Some(t);
-            self.chunks += 1;
+            self.token(t);
         }
+    }
+
+    /// A chunk with a token arrived at `t`.
+    fn token(&mut self, t: Instant) {
+        match self.last {
+            None => self.first = Some(t),
+            Some(prev) => self
+                .itl
+                .push(t.saturating_duration_since(prev).as_micros() as u64),
+        }
+        self.last = Some(t);
+        self.chunks += 1;
     }
 
     fn bad_event(&mut self, json: &[u8], e: serde_json::Error) {
@@ -405,6 +413,51 @@ impl Measure {
                 ),
             ),
         }
+    }
+}
+
+/// The common chunk — one token, no usage — recognised without parsing: a few byte
+/// searches instead of a JSON parse for every token of every stream.
+///
+/// Only a positive answer is trusted. A key followed by `":"` cannot occur inside a JSON
+/// string (every quote there is escaped), so `"text":"x` (completions) or
+/// `"content":"x` (chat) after `"choices":[` is a non-empty token string of a choice, and
+/// `"token_ids":[1` a non-empty id list. Anything else — empty text, a usage object,
+/// an error, other spacing, an event that is not one object — goes to the full parse.
+mod fast {
+    use crate::settings::Endpoint;
+    use memchr::memmem;
+
+    pub(super) fn carries_token(json: &[u8], endpoint: Endpoint) -> bool {
+        let json = json.trim_ascii();
+        if json.first() != Some(&b'{') || json.last() != Some(&b'}') {
+            return false;
+        }
+        let Some(at) = memmem::find(json, br#""choices":["#) else {
+            return false;
+        };
+        let choices = &json[at..];
+        let non_empty_after = |needle: &[u8], empty: u8| {
+            memmem::find(choices, needle)
+                .and_then(|i| choices.get(i + needle.len()))
+                .is_some_and(|&b| b != empty)
+        };
+        let token = match endpoint {
+            Endpoint::Completions => {
+                non_empty_after(br#""text":""#, b'"') || non_empty_after(br#""token_ids":["#, b']')
+            }
+            Endpoint::Chat => non_empty_after(br#""content":""#, b'"'),
+        };
+        token && !has_usage(json)
+    }
+
+    /// Whether the event has a `usage` other than `null`.
+    fn has_usage(json: &[u8]) -> bool {
+        memmem::find_iter(json, br#""usage""#).any(|i| {
+            let rest = json[i + 7..].trim_ascii_start();
+            let rest = rest.strip_prefix(b":").unwrap_or(rest).trim_ascii_start();
+            !rest.starts_with(b"null")
+        })
     }
 }
 
@@ -582,6 +635,54 @@ mod tests {
         // A chunk without `choices` is no chunk.
         m.feed(b"data: {\"id\":\"x\"}\n\n", t0);
         assert_eq!(m.error.unwrap().kind, ErrorType::BadChunk);
+    }
+
+    /// The fast path and the full parse agree on every chunk the fast path answers, and
+    /// it answers the usual vLLM/SGLang token chunks.
+    #[test]
+    fn the_fast_path_agrees_with_the_parse() {
+        use proptest::prelude::*;
+        let chunk = (
+            proptest::option::of("[ a-z\\\\\"]{0,3}"),
+            proptest::option::of(proptest::collection::vec(0u32..100, 0..3)),
+            proptest::option::of("[ a-z\\\\\"]{0,3}"),
+            any::<bool>(),
+            any::<bool>(),
+        );
+        proptest!(ProptestConfig::with_cases(2000), |((text, ids, content, usage, null_usage) in chunk)| {
+            let mut choice = serde_json::Map::new();
+            if let Some(t) = &text { choice.insert("text".into(), t.clone().into()); }
+            if let Some(i) = &ids { choice.insert("token_ids".into(), i.clone().into()); }
+            if let Some(c) = &content {
+                choice.insert("delta".into(), serde_json::json!({"content": c}));
+            }
+            let mut v = serde_json::json!({"id": "x", "choices": [choice]});
+            if usage {
+                v["usage"] = serde_json::json!({"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2});
+            } else if null_usage {
+                v["usage"] = serde_json::Value::Null;
+            }
+            let bytes = serde_json::to_vec(&v).unwrap();
+            for endpoint in [Endpoint::Completions, Endpoint::Chat] {
+                let parsed: lite::Chunk = serde_json::from_slice(&bytes).unwrap();
+                let token = match endpoint {
+                    Endpoint::Completions => parsed.choices.completion_token,
+                    Endpoint::Chat => parsed.choices.chat_token,
+                };
+                if fast::carries_token(&bytes, endpoint) {
+                    prop_assert!(token && parsed.usage.is_none(), "{}", String::from_utf8_lossy(&bytes));
+                }
+            }
+        });
+        let vllm = br#"{"id":"cmpl-8a","object":"text_completion","created":1,"model":"tiny","choices":[{"index":0,"text":" across","logprobs":null,"finish_reason":null,"stop_reason":null,"token_ids":null,"prompt_logprobs":null}],"usage":null}"#;
+        assert!(fast::carries_token(vllm, Endpoint::Completions));
+        let chat = br#"{"id":"chatcmpl-8c","object":"chat.completion.chunk","created":1,"model":"tiny","choices":[{"index":0,"delta":{"content":"tes"},"logprobs":null,"finish_reason":null,"token_ids":null}]}"#;
+        assert!(fast::carries_token(chat, Endpoint::Chat));
+        assert!(!fast::carries_token(chat, Endpoint::Completions));
+        assert!(!fast::carries_token(
+            br#"{"choices":[{"text":"a"}]"#,
+            Endpoint::Completions
+        ));
     }
 
     #[test]

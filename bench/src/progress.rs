@@ -99,6 +99,17 @@ impl Progress {
         }
     }
 
+    /// A warning that does not stop the run: above the bar, or a line of its own.
+    pub fn warn(&self, message: &str) {
+        match (&self.bar, self.mode) {
+            (Some(b), _) => b.println(format!("cohort bench: warning: {message}")),
+            (None, ProgressMode::Off) => {}
+            (None, _) => {
+                let _ = writeln!(std::io::stderr().lock(), "cohort bench: warning: {message}");
+            }
+        }
+    }
+
     /// The point's state now.
     pub fn update(&mut self, s: &Snapshot) {
         match self.mode {

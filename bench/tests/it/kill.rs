@@ -110,3 +110,69 @@ fn sigint_mid_sweep_keeps_finished_points_and_marks_the_current_one_partial() {
         assert!(!name.ends_with(".tmp"), "{name}");
     }
 }
+
+/// A partial checkpoint that cannot be written for a while (here: a directory stands
+/// where its temporary file goes, as a full disk would) is warned about and the run goes
+/// on; once writing works again, the point's final file is complete.
+#[test]
+fn a_checkpoint_that_fails_for_a_while_does_not_end_the_run() {
+    let server = ServerThread::start(ServerConfig {
+        ttft: std::time::Duration::from_millis(5),
+        itl: std::time::Duration::from_millis(5),
+        ..ServerConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // Blocks every write of c1.json until removed.
+    let blocker = out.join(".c1.json.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    // ~5 s of load: at least two checkpoints (every 2 s) fail.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cohort-bench"))
+        .args([
+            "--url",
+            &server.url,
+            "--concurrency",
+            "1",
+            "--duration",
+            "5s",
+        ])
+        .args([
+            "--input-len",
+            "16",
+            "--output-len",
+            "5",
+            "--progress",
+            "lines",
+        ])
+        .args(["--quiet", "--output"])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(4_500));
+    std::fs::remove_dir(&blocker).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the run did not end within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("partial checkpoint not written"),
+        "the failure is said: {stderr}"
+    );
+    let c1 = read_json(&out.join("c1.json"));
+    assert_eq!(c1["partial"], false, "{c1}");
+    assert!(c1["completed"].as_u64().unwrap() > 10, "{c1}");
+}
