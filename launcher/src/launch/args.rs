@@ -123,12 +123,15 @@ impl Launch {
     /// How this rank prefixes its lines: nothing on rank 0, `[rank N node]` elsewhere.
     pub(crate) fn say(&self, line: impl std::fmt::Display) {
         use std::io::Write as _;
-        let mut e = std::io::stderr().lock();
-        if self.boot.is_rank0() {
-            let _ = writeln!(e, "{line}");
+        // One write per line: stderr is unbuffered, and formatting straight into it
+        // writes piece by piece, which interleaves with the other ranks' lines where
+        // they share an output (`mpirun`, `srun`, `--local`).
+        let text = if self.boot.is_rank0() {
+            format!("{line}\n")
         } else {
-            let _ = writeln!(e, "[rank {} {}] {line}", self.boot.rank, self.boot.node);
-        }
+            format!("[rank {} {}] {line}\n", self.boot.rank, self.boot.node)
+        };
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
     }
 }
 
