@@ -101,9 +101,11 @@ pub struct RouterHandle {
 }
 
 impl RouterHandle {
-    /// Registers a worker (and follows its KV events when it names a publisher).
+    /// Registers a worker (and follows its KV events when it names a publisher). Its
+    /// `block_size` becomes the frontend's: prompts are hashed in those blocks, so the
+    /// worker's KV events must be too, or none would ever match.
     pub fn add_worker(&self, spec: WorkerSpec) -> Result<WorkerId, registry::RegistryError> {
-        let w = self.sh.registry.add(spec)?;
+        let w = self.sh.registry.add(self.in_our_blocks(spec))?;
         self.sh.kv.add_worker(&w);
         self.sh.log.write(
             LogLevel::Info,
@@ -113,6 +115,12 @@ impl RouterHandle {
             ),
         );
         Ok(w.id)
+    }
+
+    /// `spec` with the frontend's KV block size.
+    fn in_our_blocks(&self, mut spec: WorkerSpec) -> WorkerSpec {
+        spec.block_size = self.sh.settings.block_size;
+        spec
     }
 
     /// Removes a worker: no new requests; streams on it finish, or migrate if it dies.
@@ -139,7 +147,7 @@ impl RouterHandle {
             .iter()
             .find(|w| w.id == id)
             .is_some_and(|w| w.spec.kv_events != spec.kv_events);
-        let w = self.sh.registry.update(id, spec)?;
+        let w = self.sh.registry.update(id, self.in_our_blocks(spec))?;
         if events_changed {
             self.sh.kv.remove_worker(id);
             self.sh.kv.add_worker(&w);

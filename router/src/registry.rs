@@ -35,7 +35,8 @@ pub struct WorkerSpec {
     pub role: Role,
     /// NVLink domain (clique), when known: prefill→decode pairs inside one are preferred.
     pub nvlink_domain: Option<String>,
-    /// Tokens per KV block (the engine's `--block-size`). Default: 16.
+    /// Tokens per KV block (the engine's `--block-size`). Default: 16; a running
+    /// frontend gives every worker it registers its own `--block-size`.
     pub block_size: u32,
     /// Its KV event publisher (ZMQ, vLLM's format), e.g. `tcp://host:5557`.
     pub kv_events: Option<String>,

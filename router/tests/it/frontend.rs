@@ -181,7 +181,15 @@ async fn refusals_limits_and_missing_workers_get_their_status() {
         ..Default::default()
     })
     .await;
-    let fe = frontend(&["--worker", &refusing.url(), "--max-body-bytes", "200"]).await;
+    let fe = frontend(&[
+        "--worker",
+        &refusing.url(),
+        "--max-body-bytes",
+        "200",
+        "--block-size",
+        "32",
+    ])
+    .await;
     let (s, body) = post(&fe, "/v1/completions", r#"{"model":"stub","prompt":"abc"}"#).await;
     assert_eq!(s, 400, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
@@ -202,8 +210,13 @@ async fn refusals_limits_and_missing_workers_get_their_status() {
     assert_eq!(s, 503, "{body}");
     // Add one back at run time: served again.
     let ok = Stub::start(Behaviour::default()).await;
-    h.add_worker(WorkerSpec::new(ok.url(), Role::Aggregated))
+    let id = h
+        .add_worker(WorkerSpec::new(ok.url(), Role::Aggregated))
         .unwrap();
+    // Hashed in the frontend's blocks (`--block-size 32`), not the spec's default 16:
+    // otherwise none of its KV events would match a prompt.
+    let added = h.workers().into_iter().find(|(w, _)| *w == id).unwrap().1;
+    assert_eq!(added.block_size, 32);
     assert_eq!(
         post(
             &fe,

@@ -561,9 +561,6 @@ impl Lead<'_> {
                 },
             );
             spec.nvlink_domain = Some(a.spec.nvlink_domain.clone()).filter(|d| !d.is_empty());
-            // The engine's KV block size: its events' tokens are hashed in these blocks,
-            // the same as prompts are.
-            spec.block_size = launch.recipe.deploy.frontend.kv_block_size;
             spec.kv_events = a
                 .spec
                 .kv_events_port
