@@ -3,17 +3,26 @@
 //!
 //! Why not `std`'s / hashbrown's map: their control bytes and entries live in two
 //! arrays, so a lookup in a table far larger than the caches costs two memory misses.
-//! Here the key and its value sit side by side in one entry that never straddles a cache
-//! line (linear probing: one miss for most lookups), and the home slot of a key is known
-//! before the lookup, so a batch can [`prefetch`](FlatTable::prefetch) all its slots
-//! first and let the memory system fetch them in parallel.
+//! Here the entries themselves are grouped in cache lines (four 16-byte entries, or two
+//! 32-byte ones, per 64-byte line) and a key belongs to one home line, so a lookup reads
+//! one line in most cases. The home line is known before the lookup, so a batch can
+//! [`prefetch`](FlatTable::prefetch) all its lines first and let the memory system fetch
+//! them in parallel.
 //!
-//! The home slot is `key × capacity / 2⁶⁴` (a multiply, not a mask), so the capacity
+//! Probing is linear over lines: a key sits in its home line or, when that line was full,
+//! in a later one, with every line in between full. So a lookup stops at the first line
+//! that holds the key or has a free slot, and a removal refills its hole from the lines
+//! after it (backward shift, line by line, no tombstones), up to the first line that was
+//! not full. Within a line, entries are unordered, and a line is compared whole, with no
+//! branch on which slot matches (that branch would be mispredicted half the time).
+//! Compared with probing slot by slot, a run never straddles a line boundary by
+//! accident, and a removal does not walk the rest of a cluster.
+//!
+//! The home line is `key × lines / 2⁶⁴` (a multiply, not a mask), so the number of lines
 //! need not be a power of two and the table grows by half rather than doubling. Keys
 //! that may be small or sequential (engine ids) are first spread by one folded multiply;
 //! block hashes are XXH3 outputs, already uniform, and are used as they are. Key 0 is
-//! kept apart so that a zero key can mean "empty". Deletion shifts the following
-//! entries back (no tombstones), so probe lengths stay those of the load.
+//! kept apart so that a zero key can mean "empty".
 
 /// An entry of a [`FlatTable`]: its key, and whether keys need mixing.
 pub(crate) trait Entry: Default {
@@ -26,14 +35,25 @@ pub(crate) trait Entry: Default {
     fn key(&self) -> u64;
 }
 
-/// The position of an entry, from [`FlatTable::find`].
+/// `N` entries in one 64-byte aligned cache line.
+#[derive(Debug, Clone)]
+#[repr(C, align(64))]
+pub(crate) struct Line<E, const N: usize>([E; N]);
+
+impl<E: Default, const N: usize> Default for Line<E, N> {
+    fn default() -> Self {
+        Line(std::array::from_fn(|_| E::default()))
+    }
+}
+
+/// The position of an entry, from [`FlatTable::find`]: line × N + slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Pos(usize);
 
 /// The position of key 0's entry.
 const ZERO: Pos = Pos(usize::MAX);
 
-const MIN_CAPACITY: usize = 8;
+const MIN_LINES: usize = 2;
 
 /// Hints the CPU to load the cache line at `p`. Used before a batch of independent
 /// lookups, so that their memory misses overlap instead of coming one after another.
@@ -59,59 +79,123 @@ fn mix(key: u64) -> u64 {
     (m as u64) ^ ((m >> 64) as u64)
 }
 
-/// An open-addressing table of `E`s (see the module docs).
+/// An open-addressing table of `E`s, `N` to a cache line (see the module docs).
 #[derive(Debug, Clone)]
-pub(crate) struct FlatTable<E> {
-    /// Entries; an empty slot has key 0. Any length (0 before the first insert).
-    slots: Vec<E>,
-    /// The entry of key 0, which cannot live in `slots`.
+pub(crate) struct FlatTable<E, const N: usize> {
+    /// The lines; an empty slot has key 0. Any number of lines (0 before the first
+    /// insert).
+    lines: Vec<Line<E, N>>,
+    /// The entry of key 0, which cannot live in `lines`.
     zero: Option<E>,
-    /// Entries in `slots`.
+    /// Entries in `lines`.
     len: usize,
 }
 
-impl<E> Default for FlatTable<E> {
+impl<E, const N: usize> Default for FlatTable<E, N> {
     fn default() -> Self {
         FlatTable {
-            slots: Vec::new(),
+            lines: Vec::new(),
             zero: None,
             len: 0,
         }
     }
 }
 
-impl<E: Entry> FlatTable<E> {
+impl<E: Entry, const N: usize> FlatTable<E, N> {
     /// Entries, key 0's included.
     pub(crate) fn len(&self) -> usize {
         self.len + usize::from(self.zero.is_some())
     }
 
     /// Slots, empty ones included.
-    #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
-        self.slots.len()
+        self.lines.len() * N
     }
 
     #[inline]
     fn home(&self, key: u64) -> usize {
         let k = if E::MIX { mix(key) } else { key };
-        ((u128::from(k) * self.slots.len() as u128) >> 64) as usize
+        ((u128::from(k) * self.lines.len() as u128) >> 64) as usize
     }
 
     #[inline]
-    fn next(&self, i: usize) -> usize {
-        if i + 1 == self.slots.len() {
+    fn next(&self, line: usize) -> usize {
+        if line + 1 == self.lines.len() {
             0
         } else {
-            i + 1
+            line + 1
         }
     }
 
-    /// Starts loading `key`'s home slot (see [`prefetch`]).
+    /// Lines from `from` forward to `to` (0 when equal), wrapping around.
+    #[inline]
+    fn distance(&self, from: usize, to: usize) -> usize {
+        if from <= to {
+            to - from
+        } else {
+            to + self.lines.len() - from
+        }
+    }
+
+    /// Starts loading `key`'s home line (see [`prefetch`]).
     #[inline]
     pub(crate) fn prefetch(&self, key: u64) {
-        if let Some(s) = self.slots.get(self.home(key)) {
-            prefetch(s);
+        if let Some(l) = self.lines.get(self.home(key)) {
+            prefetch(l);
+        }
+    }
+
+    /// Which slots of line `l` hold `key`, and which are empty, as bit masks. No
+    /// branch depends on the keys: which slot matches is unpredictable, and a
+    /// mispredicted branch costs more than comparing every slot of the line.
+    #[inline]
+    fn scan(&self, l: usize, key: u64) -> (u32, u32) {
+        let (mut hit, mut empty) = (0u32, 0u32);
+        for (s, e) in self.lines[l].0.iter().enumerate() {
+            let k = e.key();
+            hit |= u32::from(k == key) << s;
+            empty |= u32::from(k == 0) << s;
+        }
+        (hit, empty)
+    }
+
+    /// Looks at `key`'s home line, which an earlier [`prefetch`](Self::prefetch) started
+    /// loading: returns the key's entry if it is there. If the line is full without it,
+    /// starts loading the next line, which the lookup, insert or removal of `key` will
+    /// then read. Changes nothing; a stale answer only costs a miss.
+    #[inline]
+    pub(crate) fn prefetch_run(&self, key: u64) -> Option<&E> {
+        if self.lines.is_empty() || key == 0 {
+            return None;
+        }
+        let l = self.home(key);
+        let (hit, empty) = self.scan(l, key);
+        if hit != 0 {
+            return Some(&self.lines[l].0[hit.trailing_zeros() as usize]);
+        }
+        if empty == 0 {
+            prefetch(&self.lines[self.next(l)]);
+        }
+        None
+    }
+
+    /// Where `key` is: `Ok(position)`, or `Err(first free slot of its probe run)`.
+    /// Needs at least one line.
+    #[inline]
+    fn probe(&self, key: u64) -> Result<Pos, Pos> {
+        debug_assert!(key != 0 && !self.lines.is_empty());
+        let mut l = self.home(key);
+        loop {
+            let (hit, empty) = self.scan(l, key);
+            if hit != 0 {
+                return Ok(Pos(l * N + hit.trailing_zeros() as usize));
+            }
+            if empty != 0 {
+                return Err(Pos(l * N + empty.trailing_zeros() as usize));
+            }
+            // The table is never full (load ≤ MAX_LOAD_16THS < 16), so some line has a
+            // free slot and the walk ends.
+            l = self.next(l);
         }
     }
 
@@ -121,20 +205,10 @@ impl<E: Entry> FlatTable<E> {
         if key == 0 {
             return self.zero.as_ref().map(|_| ZERO);
         }
-        if self.slots.is_empty() {
+        if self.lines.is_empty() {
             return None;
         }
-        let mut i = self.home(key);
-        loop {
-            let k = self.slots[i].key();
-            if k == key {
-                return Some(Pos(i));
-            }
-            if k == 0 {
-                return None;
-            }
-            i = self.next(i);
-        }
+        self.probe(key).ok()
     }
 
     #[inline]
@@ -143,13 +217,23 @@ impl<E: Entry> FlatTable<E> {
         Some(self.at(p))
     }
 
+    #[inline]
+    fn slot(&self, p: Pos) -> &E {
+        &self.lines[p.0 / N].0[p.0 % N]
+    }
+
+    #[inline]
+    fn slot_mut(&mut self, p: Pos) -> &mut E {
+        &mut self.lines[p.0 / N].0[p.0 % N]
+    }
+
     /// The entry at `p` (from [`find`](Self::find), with no change since).
     #[inline]
     pub(crate) fn at(&self, p: Pos) -> &E {
         if p == ZERO {
             self.zero.as_ref().expect("key 0 present")
         } else {
-            &self.slots[p.0]
+            self.slot(p)
         }
     }
 
@@ -159,7 +243,7 @@ impl<E: Entry> FlatTable<E> {
         if p == ZERO {
             self.zero.as_mut().expect("key 0 present")
         } else {
-            &mut self.slots[p.0]
+            self.slot_mut(p)
         }
     }
 
@@ -175,19 +259,15 @@ impl<E: Entry> FlatTable<E> {
             return (self.zero.get_or_insert_with(|| make(0)), inserted);
         }
         self.reserve(1);
-        let mut i = self.home(key);
-        loop {
-            let k = self.slots[i].key();
-            if k == key {
-                return (&mut self.slots[i], false);
-            }
-            if k == 0 {
-                self.slots[i] = make(key);
-                debug_assert_eq!(self.slots[i].key(), key, "`make` must set the key");
+        match self.probe(key) {
+            Ok(p) => (self.slot_mut(p), false),
+            Err(p) => {
+                let e = self.slot_mut(p);
+                *e = make(key);
+                debug_assert_eq!(e.key(), key, "`make` must set the key");
                 self.len += 1;
-                return (&mut self.slots[i], true);
+                (self.slot_mut(p), true)
             }
-            i = self.next(i);
         }
     }
 
@@ -196,67 +276,108 @@ impl<E: Entry> FlatTable<E> {
         if p == ZERO {
             return self.zero.take().expect("key 0 present");
         }
-        // Backward-shift deletion: move into the hole every following entry (up to the
-        // next empty slot) that may not sit after it, i.e. whose home is not in (hole, j].
-        let mut hole = p.0;
-        let entry = std::mem::take(&mut self.slots[hole]);
+        let entry = std::mem::take(self.slot_mut(p));
         self.len -= 1;
-        let mut j = hole;
+        // Refill the hole: an entry of a later line whose home is at or before the
+        // hole's line may only sit there because that line was full. Move one such
+        // entry into the hole, and refill its place the same way. Past a line that was
+        // not full, no entry can depend on the lines before it.
+        let mut hole = p;
+        let mut line = p.0 / N;
+        if self.scan(line, 0).1.count_ones() > 1 {
+            // The line was not full: no entry of a later line depends on it.
+            return entry;
+        }
         loop {
-            j = self.next(j);
-            let k = self.slots[j].key();
-            if k == 0 {
-                return entry;
+            line = self.next(line);
+            let hole_line = hole.0 / N;
+            debug_assert!(line != hole_line, "a table always has a free slot");
+            let to_hole = self.distance(hole_line, line);
+            let mut open = false;
+            let mut mover = None;
+            for (s, e) in self.lines[line].0.iter().enumerate() {
+                let k = e.key();
+                if k == 0 {
+                    open = true;
+                } else if mover.is_none() && self.distance(self.home(k), line) >= to_hole {
+                    mover = Some(s);
+                }
             }
-            let home = self.home(k);
-            let stays = if hole <= j {
-                hole < home && home <= j
-            } else {
-                hole < home || home <= j
-            };
-            if !stays {
-                self.slots.swap(hole, j);
-                hole = j;
+            if let Some(s) = mover {
+                let from = Pos(line * N + s);
+                let moved = std::mem::take(self.slot_mut(from));
+                *self.slot_mut(hole) = moved;
+                hole = from;
+            }
+            if open {
+                return entry;
             }
         }
     }
 
     /// Makes room for `additional` more entries without exceeding the maximum load.
+    #[inline]
     pub(crate) fn reserve(&mut self, additional: usize) {
         let need = self.len + additional;
-        if need * 16 <= self.slots.len() * E::MAX_LOAD_16THS {
-            return;
+        if need * 16 > self.capacity() * E::MAX_LOAD_16THS {
+            self.grow(need);
         }
-        // Grow by half (and to at least the needed size), not by doubling: a table that
-        // stops growing then sits between 2/3 of the maximum load and the maximum.
-        let cap = (need * 16 / E::MAX_LOAD_16THS + 1)
-            .max(self.slots.len() + self.slots.len() / 2)
-            .max(MIN_CAPACITY);
-        self.rehash(cap);
     }
 
-    fn rehash(&mut self, cap: usize) {
-        let mut fresh: Vec<E> = Vec::with_capacity(cap);
-        fresh.resize_with(cap, E::default);
-        let old = std::mem::replace(&mut self.slots, fresh);
-        for e in old {
+    #[cold]
+    fn grow(&mut self, need: usize) {
+        // Grow by half (and to at least the needed size), not by doubling: a table that
+        // stops growing then sits between 2/3 of the maximum load and the maximum.
+        let lines = (need * 16 / E::MAX_LOAD_16THS / N + 1)
+            .max(self.lines.len() + self.lines.len() / 2)
+            .max(MIN_LINES);
+        self.rehash(lines);
+    }
+
+    fn rehash(&mut self, lines: usize) {
+        let mut fresh: Vec<Line<E, N>> = Vec::with_capacity(lines);
+        fresh.resize_with(lines, Line::default);
+        let old = std::mem::replace(&mut self.lines, fresh);
+        for e in old.into_iter().flat_map(|l| l.0) {
             let k = e.key();
             if k == 0 {
                 continue;
             }
-            let mut i = self.home(k);
-            while self.slots[i].key() != 0 {
-                i = self.next(i);
+            match self.probe(k) {
+                Err(p) => *self.slot_mut(p) = e,
+                Ok(_) => unreachable!("keys are distinct"),
             }
-            self.slots[i] = e;
+        }
+    }
+
+    /// Checks the probing invariant: every entry sits in its home line or after a run of
+    /// full lines that starts there. Panics naming the first entry that does not.
+    #[cfg(test)]
+    pub(crate) fn check_invariant(&self) {
+        let full = |l: usize| self.lines[l].0.iter().all(|e| e.key() != 0);
+        for (c, line) in self.lines.iter().enumerate() {
+            for e in line.0.iter().filter(|e| e.key() != 0) {
+                let mut l = self.home(e.key());
+                while l != c {
+                    assert!(
+                        full(l),
+                        "key {:#x} in line {c}: line {l} before it is not full",
+                        e.key()
+                    );
+                    l = self.next(l);
+                }
+            }
         }
     }
 
     /// Every entry, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &E> + '_ {
-        self.zero
-            .iter()
-            .chain(self.slots.iter().filter(|e| e.key() != 0))
+        self.zero.iter().chain(
+            self.lines
+                .iter()
+                .flat_map(|l| l.0.iter())
+                .filter(|e| e.key() != 0),
+        )
     }
 
     /// Removes every entry, giving each to `f`; keeps the allocation.
@@ -265,7 +386,7 @@ impl<E: Entry> FlatTable<E> {
             f(e);
         }
         if self.len > 0 {
-            for e in &mut self.slots {
+            for e in self.lines.iter_mut().flat_map(|l| l.0.iter_mut()) {
                 if e.key() != 0 {
                     f(std::mem::take(e));
                 }
@@ -286,9 +407,10 @@ pub(crate) struct Pair {
 
 impl Entry for Pair {
     const MIX: bool = true;
-    // Up to 3/4 full: an insert's (unsuccessful) probe is then about 8.5 slots at the
-    // worst, 2.5 at half load, within one to three cache lines of four entries.
-    const MAX_LOAD_16THS: usize = 12;
+    // Up to 1/2 full, between 1/3 and 1/2 once grown: 5–15 % of the lines of four are
+    // then full (Poisson estimate), against over a third at 3/4, so nearly every
+    // lookup, insert and removal reads one line (see the block table's load).
+    const MAX_LOAD_16THS: usize = 8;
     #[inline]
     fn key(&self) -> u64 {
         self.key
@@ -296,9 +418,9 @@ impl Entry for Pair {
 }
 
 /// A `u64 → u64` map (a worker's engine id → block hash).
-pub(crate) type FlatMap = FlatTable<Pair>;
+pub(crate) type FlatMap = FlatTable<Pair, 4>;
 
-impl FlatTable<Pair> {
+impl FlatMap {
     #[inline]
     pub(crate) fn get_value(&self, key: u64) -> Option<u64> {
         self.get(key).map(|p| p.value)
@@ -346,9 +468,10 @@ mod tests {
     }
 
     #[test]
-    fn pair_is_sixteen_aligned_bytes() {
-        assert_eq!(std::mem::size_of::<Pair>(), 16);
-        assert_eq!(std::mem::align_of::<Pair>(), 16);
+    fn lines_are_cache_lines() {
+        assert_eq!(std::mem::size_of::<Line<Pair, 4>>(), 64);
+        assert_eq!(std::mem::align_of::<Line<Pair, 4>>(), 64);
+        assert_eq!(std::mem::size_of::<Line<Raw, 4>>(), 64);
     }
 
     proptest! {
@@ -368,6 +491,7 @@ mod tests {
                 }
                 prop_assert_eq!(m.len(), r.len());
                 prop_assert!(m.len * 16 <= m.capacity() * Pair::MAX_LOAD_16THS);
+                m.check_invariant();
             }
             for k in 0..64 {
                 prop_assert_eq!(m.get_value(k), r.get(&k).copied());
@@ -390,7 +514,7 @@ mod tests {
         fn unmixed_matches_hashmap(
             ops in prop::collection::vec((0u8..3, 0u64..200, any::<bool>()), 0..1000),
         ) {
-            let mut m: FlatTable<Raw> = FlatTable::default();
+            let mut m: FlatTable<Raw, 4> = FlatTable::default();
             let mut r: HashMap<u64, u64> = HashMap::new();
             for (n, (op, k, spread)) in ops.into_iter().enumerate() {
                 let key = if spread { k.wrapping_mul(0x9e37_79b9_7f4a_7c15) } else { k };
@@ -408,6 +532,7 @@ mod tests {
                     _ => prop_assert_eq!(m.get(key).map(|e| e.value), r.get(&key).copied()),
                 }
                 prop_assert_eq!(m.len(), r.len());
+                m.check_invariant();
             }
             for (k, v) in &r {
                 prop_assert_eq!(m.get(*k).map(|e| e.value), Some(*v));

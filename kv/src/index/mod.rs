@@ -215,40 +215,30 @@ impl KvIndexer {
         stats
     }
 
-    /// Applies `ops` to the worker in `slot`, in three passes so that the memory
-    /// accesses of the whole batch overlap (both maps are far larger than the caches):
+    /// Applies `ops` to the worker in `slot`, in passes so that the memory accesses of
+    /// the whole batch overlap (both maps are far larger than the caches):
     ///
-    /// 1. start loading the worker-map slot of every engine id in the batch;
-    /// 2. make the worker-map changes in order, computing the block hashes; record the
-    ///    block-table changes they imply, and start loading those table entries;
-    /// 3. start loading the heap parts of large worker sets, then make the block-table
-    ///    changes in order.
+    /// 1. start loading the worker-map line of every engine id in the batch;
+    /// 2. look at those lines, and start loading the next line where the probe for an
+    ///    id goes on past a full one;
+    /// 3. make the worker-map changes in order, computing the block hashes; record the
+    ///    block-table changes they imply, and start loading those table lines;
+    /// 4. look at those lines: start loading the heap parts of large worker sets, or the
+    ///    next line where the probe goes on;
+    /// 5. make the block-table changes in order.
     ///
-    /// The result is that of applying the ops one by one: the worker map is only read
-    /// and written in pass 2, the table only in pass 3, and each pass keeps the order.
-    /// (A `Cleared` op touches both: the changes pending before it are made first.)
+    /// Passes 1, 2 and 4 only hint the memory system. The result is that of applying
+    /// the ops one by one: the worker map is only changed in pass 3, the table only in
+    /// pass 5, and each keeps the order. (A `Cleared` op touches both: the changes
+    /// pending before it are made first.)
     fn apply_ops(&mut self, slot: u32, ops: &[KvOp], stats: &mut ApplyStats) {
         let ws = self.slots[slot as usize].as_mut().expect("live slot");
         let table = &mut self.table;
         let held_before = ws.blocks.len();
-        for op in ops {
-            match op {
-                KvOp::Stored(s) => {
-                    if let Some(p) = s.parent {
-                        ws.blocks.prefetch(p.0);
-                    }
-                    for b in &s.blocks {
-                        ws.blocks.prefetch(b.engine_hash.0);
-                    }
-                }
-                KvOp::Removed(r) => {
-                    for e in r {
-                        ws.blocks.prefetch(e.0);
-                    }
-                }
-                KvOp::Cleared => {}
-            }
-        }
+        for_each_engine_id(ops, |e| ws.blocks.prefetch(e));
+        for_each_engine_id(ops, |e| {
+            ws.blocks.prefetch_run(e);
+        });
         let mut pending = std::mem::take(&mut self.pending);
         pending.clear();
         for op in ops {
@@ -353,7 +343,31 @@ impl KvIndexer {
     }
 }
 
-/// Pass 2 of [`KvIndexer::apply_ops`] for one store: chains the blocks' hashes onto the
+/// Calls `f` with every engine id `ops` look up: stored blocks, their parents, removed
+/// blocks.
+#[inline]
+fn for_each_engine_id(ops: &[KvOp], mut f: impl FnMut(u64)) {
+    for op in ops {
+        match op {
+            KvOp::Stored(s) => {
+                if let Some(p) = s.parent {
+                    f(p.0);
+                }
+                for b in &s.blocks {
+                    f(b.engine_hash.0);
+                }
+            }
+            KvOp::Removed(r) => {
+                for e in r {
+                    f(e.0);
+                }
+            }
+            KvOp::Cleared => {}
+        }
+    }
+}
+
+/// Pass 3 of [`KvIndexer::apply_ops`] for one store: chains the blocks' hashes onto the
 /// parent's, maps their engine ids, and records (and prefetches) the table changes.
 fn store(
     ws: &mut WorkerState,
@@ -392,9 +406,8 @@ fn store(
     }
 }
 
-/// Pass 3 of [`KvIndexer::apply_ops`]: makes the recorded table changes, in order.
-/// First it starts loading the heap parts of the sets of workers too large to sit in
-/// their entries (whose entries pass 2 loaded), so that those misses overlap too.
+/// Passes 4 and 5 of [`KvIndexer::apply_ops`]: makes the recorded table changes, in
+/// order, after starting to load what they will read beyond the lines pass 3 loaded.
 fn apply_changes(
     table: &mut BlockTable,
     ws: &mut WorkerState,
@@ -403,7 +416,7 @@ fn apply_changes(
 ) {
     for change in pending.iter() {
         let (TableChange::Add(h) | TableChange::Release(h)) = *change;
-        table.prefetch_holders(h);
+        table.prefetch_run(h);
     }
     for change in pending.drain(..) {
         match change {
